@@ -1,0 +1,82 @@
+"""Command line: ``avatar-server`` (the server) and ``avatar-server engine --port N`` (the engine alone)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from aiohttp import web
+
+from .errors import ConfigError
+from .logs import setup_logging
+
+
+def _serve(argv: list[str]) -> int:
+    from .app import create_app
+    from .settings import Settings
+
+    parser = argparse.ArgumentParser(prog="avatar-server", description="Real-time avatar session backend")
+    parser.add_argument("--host", help="listen address (default AVATAR_SERVER_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="listen port (default AVATAR_SERVER_PORT or 8080)")
+    args = parser.parse_args(argv)
+    env = dict(os.environ)
+    if args.host:
+        env["AVATAR_SERVER_HOST"] = args.host
+    if args.port is not None:
+        env["AVATAR_SERVER_PORT"] = str(args.port)
+    settings = Settings.from_env(env)
+    setup_logging(settings.log_level, settings.log_json)
+    app = create_app(settings)
+    base = settings.base_url()
+    mode = "local engine" if settings.engine_mode else f"Runway at {settings.runway_base_url}"
+
+    def banner(_: str) -> None:
+        print(f"avatar-server on {base} (upstream: {mode}); demo: {base}/demo; admin token: "
+              f"{settings.data_dir / 'admin-token'} unless AVATAR_SERVER_ADMIN_TOKEN is set", flush=True)
+
+    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=banner,
+                shutdown_timeout=10)
+    return 0
+
+
+def _engine(argv: list[str]) -> int:
+    from .engine.api import create_engine_app
+    from .engine.config import EngineConfig
+    from .settings import Settings, load_or_create_admin_token
+
+    parser = argparse.ArgumentParser(prog="avatar-server engine", description="The local Runway-compatible engine")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--api-key", action="append", default=[],
+                        help="accepted API key (repeatable; default: the admin token)")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    setup_logging(settings.log_level, settings.log_json)
+    keys = list(args.api_key) or [load_or_create_admin_token(settings)[0]]
+    host = args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    engine = create_engine_app(EngineConfig.from_env(os.environ), api_keys=lambda: keys,
+                               public_url=f"http://{host}:{args.port}")
+    web.run_app(engine, host=args.host, port=args.port, access_log=None,
+                print=lambda _: print(f"avatar-server engine on http://{host}:{args.port}", flush=True))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["engine"]:
+            return _engine(argv[1:])
+        if argv[:1] == ["serve"]:
+            argv = argv[1:]
+        return _serve(argv)
+    except ConfigError as exc:
+        print(f"avatar-server: configuration error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except (ValueError, OSError) as exc:
+        print(f"avatar-server: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

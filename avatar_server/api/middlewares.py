@@ -1,0 +1,77 @@
+"""Middlewares: request ids, access logs, and the one place errors become HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from ..errors import AvatarServerError, PayloadTooLarge
+from ..logs import request_id_var
+
+log = logging.getLogger("avatar_server.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(exc: AvatarServerError) -> web.Response:
+    resp = web.json_response(exc.to_body(), status=exc.status)
+    for k, v in exc.headers.items():
+        resp.headers[k] = v
+    return resp
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request.headers.get("X-Request-Id", "")
+    if not (0 < len(rid) <= 64 and rid.replace("-", "").isalnum()):
+        rid = secrets.token_hex(8)
+    token = request_id_var.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        resp.headers["X-Request-Id"] = rid
+        return resp
+    except web.HTTPException as exc:
+        status = exc.status
+        exc.headers["X-Request-Id"] = rid
+        raise
+    finally:
+        log.info(
+            "request",
+            extra={"method": request.method, "path": request.path, "status": status,
+                   "duration_ms": round((time.perf_counter() - started) * 1000, 1)},
+        )
+        request_id_var.reset(token)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map the error hierarchy (and aiohttp's own HTTP errors) to the JSON error shape."""
+    try:
+        return await handler(request)
+    except AvatarServerError as exc:
+        if exc.status >= 500:
+            log.warning("request failed: %s", exc.code, extra={"error": exc.code, "path": request.path})
+        return error_response(exc)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(PayloadTooLarge(
+            f"the request body is too large (limit {exc.max_size} bytes)", code="payload_too_large",
+            limit=exc.max_size,
+        ))
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.empty_body:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        body = AvatarServerError(exc.reason, code=code).to_body()
+        return web.json_response(body, status=exc.status, headers={
+            k: v for k, v in exc.headers.items() if k.lower() in ("allow",)
+        })
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        return error_response(AvatarServerError("internal error; the request id identifies it in the logs"))

@@ -1,0 +1,132 @@
+"""Session routes: thin handlers — validate, call the service, serialise."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from aiohttp import web
+
+from ..appkeys import SESSIONS, SETTINGS
+from ..errors import ValidationFailed
+from ..models.sessions import EndReason, SessionConnect, SessionCreate, SessionRecord, iso
+from ..sessions.service import SessionService
+from . import bodies
+from .auth import Principal, require_admin, session_principal
+
+routes = web.RouteTableDef()
+
+# Set by the sites feature: who may start sessions, and admission (origin, avatar, concurrency).
+STARTER_HOOK: web.AppKey[Any] = web.AppKey("starter_hook", object)
+ADMIT_HOOK: web.AppKey[Any] = web.AppKey("admit_hook", object)
+
+
+def signal_url(request: web.Request, session_id: str) -> str:
+    base = request.app[SETTINGS].public_url or f"{request.scheme}://{request.host}"
+    scheme = "wss" if base.startswith("https") else "ws"
+    return f"{scheme}{base[base.index(':'):]}/v1/sessions/{session_id}/signal"
+
+
+async def starter(request: web.Request) -> Principal:
+    """Who may start a session: the admin (and, with sites, a publishable key)."""
+    starter_hook = request.app.get(STARTER_HOOK)
+    if starter_hook is not None:
+        return await starter_hook(request)
+    return require_admin(request)
+
+
+async def _create(request: web.Request, req: SessionCreate) -> tuple[SessionRecord, str]:
+    principal = await starter(request)
+    svc: SessionService = request.app[SESSIONS]
+    admit_hook = request.app.get(ADMIT_HOOK)
+    if admit_hook is not None:
+        return await admit_hook(request, principal, req)
+    return await svc.create(req)
+
+
+@routes.post("/v1/sessions")
+async def create_session(request: web.Request) -> web.Response:
+    req = await bodies.parse(request, SessionCreate)
+    rec, client_token = await _create(request, req)
+    return web.json_response(
+        {
+            "id": rec.id,
+            "status": rec.status.value,
+            "clientToken": client_token,
+            "signalUrl": signal_url(request, rec.id),
+            "maxDuration": rec.maxDuration,
+            "createdAt": iso(rec.createdAt),
+        },
+        status=201,
+    )
+
+
+@routes.post("/v1/sessions/connect")
+async def connect_session(request: web.Request) -> web.Response:
+    req = (await bodies.parse(request, SessionConnect)).to_create()
+    rec, client_token = await _create(request, req)
+    svc: SessionService = request.app[SESSIONS]
+    try:
+        await svc.wait_ready(rec.id, svc.config.provision_timeout + 5)
+        rec, creds = await svc.deliver(rec.id)
+    except asyncio.CancelledError:
+        # the caller went away: nobody will ever get these credentials
+        with contextlib.suppress(Exception):
+            await asyncio.shield(svc.end(rec.id, EndReason.ABANDONED, "the connect request was abandoned"))
+        raise
+    return web.json_response(
+        {
+            "sessionId": rec.id,
+            "serverUrl": creds.serverUrl,
+            "token": creds.token,
+            "roomName": creds.roomName,
+            "transport": creds.transport,
+            "clientToken": client_token,
+            "signalUrl": signal_url(request, rec.id),
+            "endsAt": iso(rec.endsAt),
+        }
+    )
+
+
+@routes.get("/v1/sessions/{id}")
+async def get_session(request: web.Request) -> web.Response:
+    sid = request.match_info["id"]
+    await session_principal(request, sid)
+    rec = await request.app[SESSIONS].get(sid)
+    return web.json_response(rec.public())
+
+
+@routes.delete("/v1/sessions/{id}")
+async def delete_session(request: web.Request) -> web.Response:
+    sid = request.match_info["id"]
+    who = await session_principal(request, sid)
+    reason = EndReason.ADMIN if who.kind == "admin" else EndReason.CLIENT
+    rec = await request.app[SESSIONS].end(sid, reason)
+    return web.json_response(rec.public())
+
+
+@routes.get("/v1/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    require_admin(request)
+    status = request.query.get("status", "active")
+    if status not in ("active", "ended"):
+        raise ValidationFailed("status must be 'active' or 'ended'", field="status")
+    limit = bodies.query_int(request, "limit", 50, 1, 100)
+    cursor_raw = request.query.get("cursor")
+    cursor: float | None = None
+    if cursor_raw:
+        try:
+            cursor = float(cursor_raw)
+        except ValueError:
+            raise ValidationFailed("cursor is not valid", field="cursor") from None
+    records, next_cursor = await request.app[SESSIONS].store.list(
+        active=status == "active", limit=limit, cursor=cursor
+    )
+    return web.json_response(
+        {
+            "data": [r.public() for r in records],
+            "hasMore": next_cursor is not None,
+            "nextCursor": None if next_cursor is None else f"{next_cursor:.0f}",
+        }
+    )

@@ -1,0 +1,23 @@
+"""Typed application keys: everything the handlers reach through ``request.app``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .settings import Settings
+from .signalling.broker import SignalBroker
+from .sessions.service import SessionService
+from .sessions.timers import TimerLoop
+from .store.connection import RedisHandle
+from .store.events import EventBus
+from .upstream import UpstreamClient
+
+SETTINGS = web.AppKey("settings", Settings)
+ADMIN_TOKEN = web.AppKey("admin_token", str)
+REDIS = web.AppKey("redis", RedisHandle)
+BUS = web.AppKey("bus", EventBus)
+UPSTREAM = web.AppKey("upstream", UpstreamClient)
+SESSIONS = web.AppKey("sessions", SessionService)
+TIMERS = web.AppKey("timers", TimerLoop)
+BROKER = web.AppKey("broker", SignalBroker)
+SOCKETS = web.AppKey("sockets", set)

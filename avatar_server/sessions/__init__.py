@@ -1,0 +1,1 @@
+"""Session lifecycle: service, provisioning poller, timers (cap and other deadlines)."""

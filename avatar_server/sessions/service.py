@@ -1,0 +1,321 @@
+"""The session lifecycle service: create, provision (in the background), deliver, end.
+
+State lives in Redis (``store.sessions``); this object owns only in-process work: the
+provisioning tasks it started. Every end path goes through ``end()``, which moves the
+record to ENDED atomically (removing its timers), cancels the upstream session, and
+tells the client. Deadlines are Redis timers (``sessions.timers``), so a restarted or
+surviving instance enforces them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import (
+    AvatarServerError,
+    Conflict,
+    NotFound,
+    UpstreamError,
+    UpstreamTimeout,
+    ValidationFailed,
+)
+from ..models.sessions import (
+    END_MESSAGES,
+    Credentials,
+    EndReason,
+    SessionCreate,
+    SessionRecord,
+    SessionStatus,
+    iso,
+    sources_of,
+)
+from ..store.events import EventBus
+from ..store.sessions import SessionStore, TransitionRefused
+from ..upstream import UpstreamClient
+from .provisioner import Provisioner
+
+log = logging.getLogger("avatar_server.sessions")
+
+TIMER_KINDS = ("provision", "ready", "cap", "warn30", "warn10", "abandon", "check")
+UPSTREAM_END_REASONS = {EndReason.UPSTREAM_COMPLETED, EndReason.UPSTREAM_FAILED, EndReason.UPSTREAM_CANCELLED}
+
+AvatarCheck = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def timer(kind: str, session_id: str) -> str:
+    return f"{kind}:{session_id}"
+
+
+def all_timers(session_id: str) -> list[str]:
+    return [timer(k, session_id) for k in TIMER_KINDS]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LifecycleConfig:
+    cap_seconds: int
+    provision_timeout: float
+    ready_timeout: float
+    abandon_grace: float
+    upstream_check_interval: float
+    lease_seconds: float = 15.0
+
+
+class SessionService:
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        bus: EventBus,
+        upstream: UpstreamClient,
+        config: LifecycleConfig,
+        avatar_check: AvatarCheck | None = None,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.upstream = upstream
+        self.config = config
+        self.avatar_check = avatar_check
+        self.instance_id = uuid.uuid4().hex[:12]
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._cleanups: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.provisioner = Provisioner(self)
+
+    # --- create ----------------------------------------------------------------------
+    async def create(
+        self,
+        req: SessionCreate,
+        *,
+        site_id: str | None = None,
+        origin: str | None = None,
+        max_duration_ceiling: int | None = None,
+        admit: Callable[[str], Awaitable[None]] | None = None,
+    ) -> tuple[SessionRecord, str]:
+        """Store a PROVISIONING session and start provisioning it. Returns (record, clientToken)."""
+        if self._closed:
+            raise AvatarServerError("the server is shutting down", code="shutting_down")
+        ceiling = min(self.config.cap_seconds, max_duration_ceiling or self.config.cap_seconds)
+        max_duration = req.maxDuration if req.maxDuration is not None else ceiling
+        if max_duration > ceiling:
+            raise ValidationFailed(
+                f"maxDuration may be at most {ceiling} seconds", field="maxDuration", limit=ceiling
+            )
+        avatar = req.avatar.model_dump()
+        if self.avatar_check is not None:
+            await self.avatar_check(avatar)
+        now = time.time()
+        record = SessionRecord(
+            id=str(uuid.uuid4()),
+            status=SessionStatus.PROVISIONING,
+            avatar=avatar,
+            maxDuration=max_duration,
+            personality=req.personality,
+            startScript=req.startScript,
+            tools=[t.model_dump() for t in req.tools] if req.tools else None,
+            createdAt=now,
+            siteId=site_id,
+            origin=origin,
+        )
+        if admit is not None:
+            await admit(record.id)
+        client_token = "ct_" + secrets.token_urlsafe(32)
+        await self.store.create(
+            record,
+            client_token,
+            timers=[(timer("provision", record.id), now + self.config.provision_timeout)],
+            ttl_token=int(self.config.provision_timeout + self.config.ready_timeout + self.config.cap_seconds + 3600),
+        )
+        await self.store.take_lease(record.id, self.instance_id, self.config.lease_seconds)
+        self._spawn(record)
+        log.info("session created", extra={"session_id": record.id, "avatar": avatar})
+        return record, client_token
+
+    def _spawn(self, record: SessionRecord) -> None:
+        task = asyncio.create_task(self.provisioner.run(record), name=f"provision-{record.id}")
+        self._tasks[record.id] = task
+        task.add_done_callback(lambda t, sid=record.id: self._tasks.pop(sid, None))
+
+    def track(self, coro: Awaitable[None]) -> None:
+        """Run clean-up work (e.g. cancelling an upstream session) that must not be cut short."""
+        task = asyncio.ensure_future(coro)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    # --- read ------------------------------------------------------------------------
+    async def get(self, session_id: str) -> SessionRecord:
+        rec = await self.store.get(session_id)
+        if rec is None:
+            raise NotFound(f"no session {session_id}", code="session_not_found")
+        return rec
+
+    async def wait_ready(self, session_id: str, timeout: float) -> SessionRecord:
+        """Wait until the session is READY or RUNNING; raise the end reason as an error if it ENDs."""
+        deadline = time.monotonic() + timeout
+        async with self.bus.listen(session_id) as q:
+            while True:
+                rec = await self.get(session_id)
+                if rec.status in (SessionStatus.READY, SessionStatus.RUNNING):
+                    return rec
+                if rec.status is SessionStatus.ENDED:
+                    raise ended_error(rec)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise UpstreamTimeout("the avatar session did not become ready in time", code="provision_timeout")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(q.get(), min(left, 1.0))
+
+    # --- deliver ----------------------------------------------------------------------
+    async def deliver(self, session_id: str) -> tuple[SessionRecord, Credentials]:
+        """Hand the credentials to the client: READY → RUNNING (the cap clock starts now).
+
+        Calling it again on a RUNNING session hands the same credentials again (a reconnecting client)."""
+        rec = await self.get(session_id)
+        if rec.status is SessionStatus.READY:
+            now = time.time()
+            ends = now + rec.maxDuration
+            add = [(timer("cap", rec.id), ends), (timer("check", rec.id), now + self.config.upstream_check_interval)]
+            for secs in (30, 10):
+                if rec.maxDuration > secs:
+                    add.append((timer(f"warn{secs}", rec.id), ends - secs))
+            try:
+                await self.store.transition(
+                    rec,
+                    [SessionStatus.READY],
+                    SessionStatus.RUNNING,
+                    {"startedAt": now, "endsAt": ends},
+                    remove_timers=[timer("ready", rec.id)],
+                    add_timers=add,
+                )
+            except TransitionRefused:
+                pass  # delivered concurrently (RUNNING) or ended: re-read below
+            rec = await self.get(session_id)
+            if rec.status is SessionStatus.RUNNING and rec.startedAt == now:
+                log.info("session delivered", extra={"session_id": rec.id})
+                await self.publish_status(rec)
+        if rec.status is SessionStatus.ENDED:
+            raise ended_error(rec)
+        if rec.status is not SessionStatus.RUNNING:
+            raise Conflict("the session is not ready yet", code="session_not_ready", status=rec.status.value)
+        creds = await self.store.get_credentials(rec.id)
+        if creds is None:
+            raise Conflict("the session's credentials are no longer available", code="credentials_gone")
+        return rec, creds
+
+    # --- end -------------------------------------------------------------------------
+    async def end(self, session_id: str, reason: EndReason, detail: str | None = None, **fields: Any) -> SessionRecord:
+        """End the session (idempotent): ENDED atomically, upstream cancelled, client told."""
+        rec = await self.get(session_id)
+        if rec.status is SessionStatus.ENDED:
+            return rec
+        try:
+            await self.store.transition(
+                rec,
+                sources_of(SessionStatus.ENDED),
+                SessionStatus.ENDED,
+                {"endedAt": time.time(), "endReason": reason.value, "endDetail": detail, "queued": False, **fields},
+                remove_timers=all_timers(rec.id),
+            )
+        except TransitionRefused:
+            return await self.get(session_id)
+        task = self._tasks.get(rec.id)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        await self.store.drop_credentials(rec.id)
+        rec = await self.get(session_id)
+        log.info("session ended", extra={"session_id": rec.id, "reason": reason.value, "detail": detail})
+        await self.bus.publish(rec.id, {"type": "ended", "reason": reason.value, "message": END_MESSAGES[reason]})
+        if rec.upstreamId and reason not in UPSTREAM_END_REASONS:
+            await self.cancel_upstream(rec.id, rec.upstreamId)
+        return rec
+
+    async def cancel_upstream(self, session_id: str, upstream_id: str) -> bool:
+        """Cancel upstream; on failure arm a ``cancel`` timer that retries until it succeeds."""
+        try:
+            await self.upstream.cancel_session(upstream_id)
+        except AvatarServerError as exc:
+            log.warning(
+                "upstream cancel failed; will retry",
+                extra={"session_id": session_id, "upstream_id": upstream_id, "error": exc.code},
+            )
+            await self.store.add_timer(f"cancel:{session_id}:{upstream_id}", time.time() + 2.0)
+            return False
+        with contextlib.suppress(AvatarServerError):
+            state = await self.upstream.get_session(upstream_id)
+            await self.store.set_fields(
+                session_id, {"upstreamStatus": state.status.value, "upstreamDuration": state.duration}
+            )
+        return True
+
+    async def end_for_upstream(self, rec: SessionRecord, status: str, *, duration: int | None, failure: str | None) -> None:
+        reason = {
+            "COMPLETED": EndReason.UPSTREAM_COMPLETED,
+            "FAILED": EndReason.UPSTREAM_FAILED,
+            "CANCELLED": EndReason.UPSTREAM_CANCELLED,
+        }[status]
+        await self.end(rec.id, reason, failure, upstreamStatus=status, upstreamDuration=duration)
+
+    # --- client presence --------------------------------------------------------------
+    async def client_connected(self, session_id: str) -> None:
+        await self.store.remove_timers(timer("abandon", session_id))
+
+    async def client_gone(self, session_id: str) -> None:
+        rec = await self.store.get(session_id)
+        if rec is not None and rec.status is not SessionStatus.ENDED:
+            await self.store.add_timer(timer("abandon", session_id), time.time() + self.config.abandon_grace)
+
+    async def publish_status(self, rec: SessionRecord) -> None:
+        await self.bus.publish(rec.id, status_event(rec))
+
+    # --- recovery and shutdown -------------------------------------------------------
+    async def recover(self) -> int:
+        """Resume provisioning of PROVISIONING sessions that no live instance holds (after a restart)."""
+        resumed = 0
+        for sid in await self.store.active_ids():
+            if sid in self._tasks:
+                continue
+            rec = await self.store.get(sid)
+            if rec is None or rec.status is not SessionStatus.PROVISIONING:
+                continue
+            if await self.store.take_lease(sid, self.instance_id, self.config.lease_seconds):
+                if rec.upstreamId is None and time.time() - rec.createdAt > self.config.lease_seconds:
+                    # its create was in flight on an instance that died: it may exist upstream unseen
+                    await self.end(sid, EndReason.ERROR, "the instance creating this session stopped")
+                    continue
+                self._spawn(rec)
+                resumed += 1
+        return resumed
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        tasks = list(self._tasks.values())
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._cleanups:
+            await asyncio.wait(list(self._cleanups), timeout=10)
+
+
+def status_event(rec: SessionRecord) -> dict[str, Any]:
+    return {"type": "status", "status": rec.status.value, "queued": rec.queued, "endsAt": iso(rec.endsAt)}
+
+
+def ended_error(rec: SessionRecord) -> AvatarServerError:
+    reason = rec.endReason or EndReason.ERROR
+    message = END_MESSAGES[reason]
+    if reason is EndReason.PROVISION_TIMEOUT:
+        return UpstreamTimeout(message, code="provision_timeout", sessionId=rec.id)
+    if reason in (EndReason.UPSTREAM_FAILED, EndReason.ERROR):
+        return UpstreamError(message, code=f"session_{reason.value}", sessionId=rec.id, detail=rec.endDetail)
+    return Conflict(message, code="session_ended", sessionId=rec.id, reason=reason.value)

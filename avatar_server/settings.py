@@ -1,0 +1,151 @@
+"""Settings: one typed object read from the environment and checked at start.
+
+A bad value raises ``ConfigError`` with one line naming the variable; ``__main__``
+prints it and exits 1. Nothing is read from the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+DEFAULT_RUNWAY_BASE_URL = "https://api.dev.runwayml.com"
+MAX_CAP_SECONDS = 300
+MIN_CAP_SECONDS = 10
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range: it must be between {lo} and {hi}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range: it must be between {lo} and {hi}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str | None, schemes: tuple[str, ...]) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    raw = raw.strip()
+    parts = urlsplit(raw)
+    if parts.scheme not in schemes or not parts.netloc:
+        raise ConfigError(f"{name}={raw!r} is not a valid URL (expected {' or '.join(schemes)}://host...)")
+    return raw.rstrip("/")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = None
+    admin_token: str | None = None
+    data_dir: Path = Path(".avatar-server")
+    redis_url: str | None = None
+    runway_secret: str | None = field(default=None, repr=False)
+    runway_base_url: str = DEFAULT_RUNWAY_BASE_URL
+    cap_seconds: int = MAX_CAP_SECONDS
+    # Lifecycle deadlines (seconds); tuned for tests through the same env names.
+    provision_timeout: float = 90.0
+    ready_timeout: float = 60.0
+    abandon_grace: float = 15.0
+    upstream_check_interval: float = 15.0
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @property
+    def engine_mode(self) -> bool:
+        """True when no Runway secret is set: the embedded local engine is the upstream."""
+        return not self.runway_secret
+
+    def base_url(self, bound_port: int | None = None) -> str:
+        if self.public_url:
+            return self.public_url
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{bound_port or self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        secret = (env.get("RUNWAYML_API_SECRET") or "").strip() or None
+        token = (env.get("AVATAR_SERVER_ADMIN_TOKEN") or "").strip() or None
+        if token is not None and len(token) < 16:
+            raise ConfigError("AVATAR_SERVER_ADMIN_TOKEN is too short: use at least 16 characters")
+        level = (env.get("AVATAR_SERVER_LOG_LEVEL") or "INFO").strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"AVATAR_SERVER_LOG_LEVEL={level!r} must be DEBUG, INFO, WARNING or ERROR")
+        return cls(
+            host=(env.get("AVATAR_SERVER_HOST") or "127.0.0.1").strip(),
+            port=_int(env, "AVATAR_SERVER_PORT", 8080, 0, 65535),
+            public_url=_url(env, "AVATAR_SERVER_PUBLIC_URL", None, ("http", "https")),
+            admin_token=token,
+            data_dir=Path(env.get("AVATAR_SERVER_DATA_DIR") or ".avatar-server"),
+            redis_url=_url(env, "REDIS_URL", None, ("redis", "rediss", "unix")),
+            runway_secret=secret,
+            runway_base_url=_url(env, "RUNWAYML_BASE_URL", DEFAULT_RUNWAY_BASE_URL, ("http", "https"))
+            or DEFAULT_RUNWAY_BASE_URL,
+            cap_seconds=_int(env, "AVATAR_SERVER_SESSION_CAP_SECONDS", MAX_CAP_SECONDS, MIN_CAP_SECONDS, MAX_CAP_SECONDS),
+            provision_timeout=_float(env, "AVATAR_SERVER_PROVISION_TIMEOUT_SECONDS", 90.0, 1.0, 3600.0),
+            ready_timeout=_float(env, "AVATAR_SERVER_READY_TIMEOUT_SECONDS", 60.0, 1.0, 3600.0),
+            abandon_grace=_float(env, "AVATAR_SERVER_ABANDON_GRACE_SECONDS", 15.0, 0.5, 600.0),
+            upstream_check_interval=_float(env, "AVATAR_SERVER_UPSTREAM_CHECK_SECONDS", 15.0, 0.5, 600.0),
+            log_level=level,
+            log_json=(env.get("AVATAR_SERVER_LOG_FORMAT") or "").strip().lower() == "json",
+        )
+
+
+def load_or_create_admin_token(settings: Settings) -> tuple[str, bool]:
+    """The admin token: from settings, else from ``<data_dir>/admin-token``, else generated there.
+
+    Returns ``(token, generated)``; ``generated`` is True only the first time, so the caller
+    prints it once.
+    """
+    if settings.admin_token:
+        return settings.admin_token, False
+    path = settings.data_dir / "admin-token"
+    try:
+        existing = path.read_text().strip()
+    except FileNotFoundError:
+        existing = ""
+    except OSError as exc:
+        raise ConfigError(f"AVATAR_SERVER_DATA_DIR={settings.data_dir}: cannot read {path.name}: {exc}") from None
+    if existing:
+        return existing, False
+    token = "adm_" + secrets.token_urlsafe(32)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+    except FileExistsError:
+        return path.read_text().strip(), False
+    except OSError as exc:
+        raise ConfigError(f"AVATAR_SERVER_DATA_DIR={settings.data_dir} is not writable: {exc}") from None
+    return token, True

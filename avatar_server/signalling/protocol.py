@@ -1,0 +1,79 @@
+"""The signal WebSocket protocol, as pure functions (no socket here).
+
+Server → client (JSON text frames):
+    {"type": "status", "status": "PROVISIONING"|"READY"|"RUNNING", "queued": bool, "endsAt": iso|null}
+    {"type": "credentials", "sessionId", "transport": "webrtc"|"livekit", "serverUrl", "token", "roomName",
+     "endsAt", "maxDuration"}
+    {"type": "warning", "remainingSeconds": int}
+    {"type": "ended", "reason": <endReason>, "message": str}       — then the server closes the socket
+    {"type": "pong"}
+    {"type": "error", "code": str, "message": str}
+Client → server:
+    {"type": "end"}     end the session (reason ``client``)
+    {"type": "ping"}    answered with ``pong``
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+MAX_CLIENT_MESSAGE_BYTES = 1024
+CLIENT_TYPES = ("end", "ping")
+
+
+class ProtocolError(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ClientMessage:
+    type: Literal["end", "ping"]
+
+
+def parse_client(text: str | bytes) -> ClientMessage:
+    if isinstance(text, bytes):
+        raise ProtocolError("binary_not_supported", "send JSON text frames")
+    if len(text.encode()) > MAX_CLIENT_MESSAGE_BYTES:
+        raise ProtocolError("message_too_large", f"messages may be at most {MAX_CLIENT_MESSAGE_BYTES} bytes")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise ProtocolError("invalid_json", "messages must be JSON objects") from None
+    if not isinstance(data, dict) or "type" not in data:
+        raise ProtocolError("invalid_message", "messages must be JSON objects with a 'type'")
+    kind = data["type"]
+    if kind not in CLIENT_TYPES:
+        raise ProtocolError("unknown_type", f"unknown message type; expected one of {', '.join(CLIENT_TYPES)}")
+    return ClientMessage(type=kind)
+
+
+def dump(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def credentials_message(
+    *, session_id: str, transport: str, server_url: str, token: str, room_name: str, ends_at: str | None,
+    max_duration: int,
+) -> dict[str, Any]:
+    return {
+        "type": "credentials",
+        "sessionId": session_id,
+        "transport": transport,
+        "serverUrl": server_url,
+        "token": token,
+        "roomName": room_name,
+        "endsAt": ends_at,
+        "maxDuration": max_duration,
+    }
+
+
+def error_message(code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message}
+
+
+PONG: dict[str, Any] = {"type": "pong"}

@@ -1,0 +1,93 @@
+"""Session events over Redis pub/sub, so every instance's sockets hear every change.
+
+One pattern subscription per process; a reader task fans messages out to local
+``asyncio.Queue``s. Publishing never blocks on slow listeners (queues are bounded;
+a full queue drops its oldest event, the socket re-reads the record anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from . import keys
+from .connection import Redis
+
+log = logging.getLogger("avatar_server.events")
+
+
+class EventBus:
+    def __init__(self, redis: Redis) -> None:
+        self.r = redis
+        self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("event bus already started")
+        self._task = asyncio.create_task(self._run(), name="event-bus")
+        await asyncio.wait_for(self._ready.wait(), 10)
+
+    async def _run(self) -> None:
+        prefix_len = len(keys.events_channel(""))
+        while not self._closed:
+            pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(keys.events_pattern())
+                self._ready.set()
+                while True:
+                    msg = await pubsub.get_message(timeout=5.0)
+                    if msg is None or msg.get("type") != "pmessage":
+                        continue
+                    session_id = str(msg["channel"])[prefix_len:]
+                    queues = self._listeners.get(session_id)
+                    if not queues:
+                        continue
+                    event = json.loads(msg["data"])
+                    for q in list(queues):
+                        if q.full():
+                            with contextlib.suppress(asyncio.QueueEmpty):
+                                q.get_nowait()
+                        q.put_nowait(event)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("event bus lost its Redis subscription (%s); resubscribing", type(exc).__name__)
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def publish(self, session_id: str, event: dict[str, Any]) -> None:
+        await self.r.publish(keys.events_channel(session_id), json.dumps(event))
+
+    @contextlib.asynccontextmanager
+    async def listen(self, session_id: str, maxsize: int = 64) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=maxsize)
+        self._listeners[session_id].add(q)
+        try:
+            yield q
+        finally:
+            qs = self._listeners.get(session_id)
+            if qs is not None:
+                qs.discard(q)
+                if not qs:
+                    del self._listeners[session_id]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
