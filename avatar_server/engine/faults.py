@@ -1,0 +1,134 @@
+"""Injected faults for the local engine (tests, demos, benchmarks).
+
+``POST /_control/faults`` appends rules; each request of an operation takes the
+first matching rule (its own op, or ``any``), FIFO, and spends one of its
+``times``:
+
+    {"op": "create"|"get"|"consume"|"delete"|"any",
+     "status": 429,            # optional: answer this error status (>= 400)
+     "retryAfter": 2,          # optional: Retry-After header (seconds)
+     "times": 1,               # how many requests the rule applies to (>= 1)
+     "delaySeconds": 0,        # stall this long
+     "when": "before"|"after"} # before: stall, then fail without doing the operation
+                               #         (or, without status, do it: a slow answer)
+                               # after:  do the operation, stall, then answer the error
+                               #         (or, without status, the real answer late) —
+                               #         an ambiguous create is {"op":"create","when":"after",
+                               #         "delaySeconds": 30} against a client with a short timeout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+OPS = ("create", "get", "consume", "delete")
+RuleOp = Literal["create", "get", "consume", "delete", "any"]
+
+
+class FaultRuleError(ValueError):
+    """A fault rule in a control request is malformed."""
+
+
+@dataclass
+class FaultRule:
+    op: RuleOp
+    status: int | None = None
+    retry_after: float | None = None
+    times: int = 1
+    delay_seconds: float = 0.0
+    when: Literal["before", "after"] = "before"
+
+    @classmethod
+    def from_json(cls, raw: Any) -> FaultRule:
+        if not isinstance(raw, dict):
+            raise FaultRuleError("each rule must be an object")
+        op = raw.get("op", "any")
+        if op not in (*OPS, "any"):
+            raise FaultRuleError(f"op must be one of {', '.join((*OPS, 'any'))}, got {op!r}")
+        status = raw.get("status")
+        if status is not None and (not _is_int(status) or not 400 <= status <= 599):
+            raise FaultRuleError(f"status must be an integer 400-599, got {status!r}")
+        retry_after = raw.get("retryAfter")
+        if retry_after is not None and (not _is_number(retry_after) or retry_after < 0):
+            raise FaultRuleError(f"retryAfter must be a number >= 0, got {retry_after!r}")
+        times = raw.get("times", 1)
+        if not _is_int(times) or times < 1:
+            raise FaultRuleError(f"times must be an integer >= 1, got {times!r}")
+        delay = raw.get("delaySeconds", 0)
+        if not _is_number(delay) or delay < 0 or not math.isfinite(delay):
+            raise FaultRuleError(f"delaySeconds must be a number >= 0, got {delay!r}")
+        when = raw.get("when", "before")
+        if when not in ("before", "after"):
+            raise FaultRuleError(f"when must be 'before' or 'after', got {when!r}")
+        if status is None and delay == 0:
+            raise FaultRuleError("a rule needs a status or delaySeconds > 0")
+        return cls(
+            op=op,
+            status=status,
+            retry_after=float(retry_after) if retry_after is not None else None,
+            times=times,
+            delay_seconds=float(delay),
+            when=when,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "op": self.op,
+            "status": self.status,
+            "retryAfter": self.retry_after,
+            "times": self.times,
+            "delaySeconds": self.delay_seconds,
+            "when": self.when,
+        }
+
+
+class FaultInjector:
+    """FIFO fault rules plus request and fault counters per operation."""
+
+    def __init__(self) -> None:
+        self.rules: list[FaultRule] = []
+        self.requests: Counter[str] = Counter()
+        self.injected: Counter[str] = Counter()
+
+    def add(self, rules: list[FaultRule]) -> None:
+        self.rules.extend(rules)
+
+    def clear(self) -> None:
+        self.rules.clear()
+
+    def count(self, op: str) -> None:
+        """Record one request of ``op`` (every request, including refused ones)."""
+        self.requests[op] += 1
+
+    def take(self, op: str) -> FaultRule | None:
+        """Spend the first rule that applies to ``op``, if any."""
+        for i, rule in enumerate(self.rules):
+            if rule.op == op or rule.op == "any":
+                rule.times -= 1
+                if rule.times <= 0:
+                    del self.rules[i]
+                self.injected[op] += 1
+                return rule
+        return None
+
+    def reset_stats(self) -> None:
+        self.requests.clear()
+        self.injected.clear()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": {op: self.requests[op] for op in OPS},
+            "faultsInjected": {op: self.injected[op] for op in OPS},
+            "pendingRules": len(self.rules),
+        }
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

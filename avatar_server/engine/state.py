@@ -1,0 +1,583 @@
+"""Realtime sessions of the local engine: validation, lifecycle and timers.
+
+Lifecycle (Runway's statuses; transitions checked by ``EngineStatus.can_become``):
+
+    NOT_READY ──provisioning delay──▶ READY ──consume──▶ RUNNING ──maxDuration / mark_completed──▶ COMPLETED
+        │  (queued=true while over             │  ready_ttl         │
+        │   the concurrency limit)             ▼                    ▼
+        ├──fail-next──────────────────────▶ FAILED               CANCELLED (DELETE)
+        └──DELETE─────────────────────────▶ CANCELLED ◀──DELETE── READY
+
+Decisions where Runway's material is silent:
+
+- RUNNING starts at consume: the engine bills (``duration``) and counts
+  ``maxDuration`` from the moment the one-time credentials are issued, not
+  from the WebRTC connection.
+- A COMPLETED session's ``duration`` is whole seconds, ``min(maxDuration,
+  max_duration_limit)`` when it ran to its end.
+- READY can be cancelled (the doc lists READY → RUNNING | FAILED only, but a
+  DELETE of an unclaimed session must end it). DELETE of a terminal session
+  is a no-op; of an unknown id, 404.
+- A READY session not consumed within ``ready_ttl`` becomes FAILED with
+  ``failureCode: "expired"``; consuming it afterwards answers 410.
+- Consume: 401 for a missing or wrong key (a session has no key before
+  READY), 409 ``Session already consumed`` the second time, 410 for an
+  expired, failed or cancelled session that was never consumed.
+- Sessions counted against ``concurrency_limit``: provisioning (NOT_READY,
+  not queued), READY and RUNNING. Queued sessions start provisioning, FIFO,
+  as soon as a slot frees.
+
+All timers are ``loop.call_later`` handles owned by ``EngineState``;
+``close()`` cancels them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import random
+import re
+import secrets
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from avatar_server.engine.config import EngineConfig
+
+log = logging.getLogger(__name__)
+
+TERMINAL_RETENTION_SECONDS = 3600.0
+
+
+class EngineStatus(StrEnum):
+    NOT_READY = "NOT_READY"
+    READY = "READY"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (EngineStatus.COMPLETED, EngineStatus.FAILED, EngineStatus.CANCELLED)
+
+    def can_become(self, new: EngineStatus) -> bool:
+        return new in _TRANSITIONS[self]
+
+
+_TRANSITIONS: dict[EngineStatus, frozenset[EngineStatus]] = {
+    EngineStatus.NOT_READY: frozenset({EngineStatus.READY, EngineStatus.FAILED, EngineStatus.CANCELLED}),
+    EngineStatus.READY: frozenset({EngineStatus.RUNNING, EngineStatus.FAILED, EngineStatus.CANCELLED}),
+    EngineStatus.RUNNING: frozenset({EngineStatus.COMPLETED, EngineStatus.CANCELLED}),
+    EngineStatus.COMPLETED: frozenset(),
+    EngineStatus.FAILED: frozenset(),
+    EngineStatus.CANCELLED: frozenset(),
+}
+
+
+class EngineError(Exception):
+    """An error the engine answers in Runway's shape: ``{"error": message, "issues"?: [...]}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        issues: list[dict[str, Any]] | None = None,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.issues = issues
+        self.retry_after = retry_after
+
+
+@dataclass
+class EngineSession:
+    id: str
+    created_at: float
+    status: EngineStatus
+    queued: bool
+    avatar: dict[str, Any]
+    max_duration: int
+    personality: str | None = None
+    start_script: str | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    session_key: str | None = field(default=None, repr=False)
+    expires_at: float | None = None
+    consumed: bool = False
+    rtc_token: str | None = field(default=None, repr=False)
+    started_at: float | None = None
+    ended_at: float | None = None
+    failure: str | None = None
+    failure_code: str | None = None
+    ready_at: float | None = None
+    duration: int | None = None
+    # The custom avatar's record from avatar_lookup (None for presets).
+    avatar_record: dict[str, Any] | None = None
+    # Set by fail-next at create: (failureCode, failure) used instead of READY.
+    planned_failure: tuple[str, str] | None = None
+
+    @property
+    def counts_toward_limit(self) -> bool:
+        if self.status is EngineStatus.NOT_READY:
+            return not self.queued
+        return self.status in (EngineStatus.READY, EngineStatus.RUNNING)
+
+
+Listener = Callable[[EngineSession, EngineStatus | None, EngineStatus], None]
+AvatarLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds → ISO-8601 UTC with milliseconds and ``Z``."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class EngineState:
+    def __init__(self, config: EngineConfig, *, avatar_lookup: AvatarLookup | None = None) -> None:
+        self.config = config
+        self.sessions: dict[str, EngineSession] = {}
+        self._avatar_lookup = avatar_lookup
+        self._rng = random.Random(config.seed)
+        self._queue: deque[str] = deque()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._listeners: list[Listener] = []
+        self._fail_next: deque[tuple[str, str]] = deque()
+        self._closed = False
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def get(self, id: str) -> EngineSession:
+        session = self.sessions.get(id)
+        if session is None:
+            raise EngineError(404, "Realtime session not found")
+        return session
+
+    def active_count(self) -> int:
+        return sum(1 for s in self.sessions.values() if s.counts_toward_limit)
+
+    def verify_rtc_token(self, id: str, token: str) -> EngineSession | None:
+        """The RUNNING session whose consume issued ``token``, else None (for the media peer)."""
+        session = self.sessions.get(id)
+        if session is None or session.rtc_token is None or session.status is not EngineStatus.RUNNING:
+            return None
+        return session if hmac.compare_digest(session.rtc_token, token) else None
+
+    def add_listener(self, fn: Listener) -> None:
+        self._listeners.append(fn)
+
+    # -- commands --------------------------------------------------------------------------
+
+    async def create(self, body: Any) -> EngineSession:
+        if self._closed:
+            raise EngineError(503, "Engine is shutting down")
+        fields = validate_create_body(body)
+        avatar_record = None
+        if fields["avatar"]["type"] == "custom":
+            avatar_record = await self._lookup_custom_avatar(fields["avatar"]["avatarId"])
+        now = time.time()
+        self._prune(now)
+        session = EngineSession(
+            id=str(uuid.uuid4()),
+            created_at=now,
+            status=EngineStatus.NOT_READY,
+            queued=False,
+            avatar=fields["avatar"],
+            max_duration=fields["maxDuration"],
+            personality=fields.get("personality"),
+            start_script=fields.get("startScript"),
+            tools=fields.get("tools", []),
+            avatar_record=avatar_record,
+            planned_failure=self._fail_next.popleft() if self._fail_next else None,
+        )
+        self.sessions[session.id] = session
+        limit = self.config.concurrency_limit
+        if limit is not None and (self._queue or self.active_count() - 1 >= limit):
+            session.queued = True
+            self._queue.append(session.id)
+        self._notify(session, None, EngineStatus.NOT_READY)
+        if not session.queued:
+            self._start_provisioning(session)
+        return session
+
+    async def cancel(self, id: str) -> None:
+        session = self.get(id)
+        if session.status.terminal:
+            return
+        self._transition(session, EngineStatus.CANCELLED)
+
+    def consume(self, id: str, session_key: str) -> dict[str, str]:
+        """Spend the one-time READY key: READY → RUNNING. Returns ``{token, roomName}`` (no url)."""
+        session = self.get(id)
+        if (
+            not session_key
+            or session.session_key is None
+            or not hmac.compare_digest(session.session_key, session_key)
+        ):
+            raise EngineError(401, "Invalid session key")
+        if session.consumed:
+            raise EngineError(409, "Session already consumed")
+        now = time.time()
+        if (
+            session.status is EngineStatus.READY
+            and session.expires_at is not None
+            and now >= session.expires_at
+        ):
+            self._expire(session.id)
+        if session.status is EngineStatus.FAILED and session.failure_code == "expired":
+            raise EngineError(410, "Session expired")
+        if session.status is not EngineStatus.READY:
+            raise EngineError(410, f"Session is {session.status.value}")
+        session.consumed = True
+        session.rtc_token = secrets.token_urlsafe(32)
+        session.started_at = now
+        self._transition(session, EngineStatus.RUNNING)
+        run_for = min(session.max_duration, self.config.max_duration_limit)
+        self._set_timer(session.id, run_for, self._run_out, session.id)
+        return {"token": session.rtc_token, "roomName": f"engine-{session.id}"}
+
+    def mark_completed(self, id: str) -> None:
+        """RUNNING → COMPLETED (the media peer calls this when the call ends). Otherwise a no-op."""
+        session = self.sessions.get(id)
+        if session is None or session.status is not EngineStatus.RUNNING:
+            return
+        self._transition(session, EngineStatus.COMPLETED)
+
+    def fail_next(self, count: int, failure_code: str, failure: str) -> None:
+        self._fail_next.extend([(failure_code, failure)] * count)
+
+    def config_changed(self) -> None:
+        """Re-check the queue after the concurrency limit changed."""
+        self._drain_queue()
+
+    def to_wire(self, s: EngineSession) -> dict[str, Any]:
+        wire: dict[str, Any] = {"id": s.id, "createdAt": iso(s.created_at), "status": s.status.value}
+        if s.status is EngineStatus.NOT_READY:
+            wire["queued"] = s.queued
+        elif s.status is EngineStatus.READY:
+            assert s.session_key is not None and s.expires_at is not None
+            wire["sessionKey"] = s.session_key
+            wire["expiresAt"] = iso(s.expires_at)
+        elif s.status is EngineStatus.COMPLETED:
+            wire["duration"] = s.duration if s.duration is not None else 0
+        elif s.status is EngineStatus.FAILED:
+            wire["failure"] = s.failure or "Session failed"
+            wire["failureCode"] = s.failure_code or "internal_error"
+        return wire
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        self._queue.clear()
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _lookup_custom_avatar(self, avatar_id: str) -> dict[str, Any]:
+        path = ["avatar", "avatarId"]
+        if self._avatar_lookup is None:
+            raise EngineError(
+                400,
+                "Invalid request body: custom avatars are not available in this engine",
+                [{"code": "custom", "path": path, "message": "custom avatars are not available"}],
+            )
+        record = await self._avatar_lookup(avatar_id)
+        if record is None:
+            raise EngineError(
+                400,
+                "Invalid request body: avatar not found",
+                [{"code": "custom", "path": path, "message": "Avatar not found"}],
+            )
+        status = record.get("status")
+        if status != "READY":
+            raise EngineError(
+                400,
+                f"Invalid request body: avatar is not ready (status {status})",
+                [{"code": "custom", "path": path, "message": f"Avatar is not ready (status {status})"}],
+            )
+        return record
+
+    def _start_provisioning(self, session: EngineSession) -> None:
+        delay = max(0.0, self.config.provisioning_delay.sample(self._rng))
+        self._set_timer(session.id, delay, self._provisioned, session.id)
+
+    def _provisioned(self, id: str) -> None:
+        session = self.sessions.get(id)
+        if session is None or session.status is not EngineStatus.NOT_READY:
+            return
+        if session.planned_failure is not None:
+            session.failure_code, session.failure = session.planned_failure
+            self._transition(session, EngineStatus.FAILED)
+            return
+        now = time.time()
+        session.session_key = secrets.token_urlsafe(32)
+        session.ready_at = now
+        session.expires_at = now + self.config.ready_ttl
+        self._transition(session, EngineStatus.READY)
+        self._set_timer(session.id, self.config.ready_ttl, self._expire, session.id)
+
+    def _expire(self, id: str) -> None:
+        session = self.sessions.get(id)
+        if session is None or session.status is not EngineStatus.READY:
+            return
+        session.failure_code = "expired"
+        session.failure = "The session was not consumed before its credentials expired"
+        self._transition(session, EngineStatus.FAILED)
+
+    def _run_out(self, id: str) -> None:
+        self.mark_completed(id)
+
+    def _transition(self, session: EngineSession, new: EngineStatus) -> None:
+        old = session.status
+        if not old.can_become(new):
+            raise RuntimeError(f"invalid engine session transition {old.value} → {new.value}")
+        now = time.time()
+        session.status = new
+        self._cancel_timer(session.id)
+        if new.terminal:
+            session.ended_at = now
+            if session.queued:
+                session.queued = False
+                try:
+                    self._queue.remove(session.id)
+                except ValueError:
+                    pass
+            if new is EngineStatus.COMPLETED and session.started_at is not None:
+                elapsed = now - session.started_at
+                session.duration = max(0, min(round(elapsed), session.max_duration))
+        log.debug("engine session %s: %s → %s", session.id, old.value, new.value)
+        self._notify(session, old, new)
+        if new.terminal:
+            self._drain_queue()
+
+    def _notify(self, session: EngineSession, old: EngineStatus | None, new: EngineStatus) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(session, old, new)
+            except Exception:
+                log.exception("engine session listener failed for %s (%s)", session.id, new.value)
+
+    def _drain_queue(self) -> None:
+        if self._closed:
+            return
+        limit = self.config.concurrency_limit
+        while self._queue and (limit is None or self.active_count() < limit):
+            session = self.sessions.get(self._queue.popleft())
+            if session is None or session.status is not EngineStatus.NOT_READY:
+                continue
+            session.queued = False
+            self._start_provisioning(session)
+
+    def _set_timer(self, id: str, delay: float, fn: Callable[[str], None], arg: str) -> None:
+        self._cancel_timer(id)
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        self._timers[id] = loop.call_later(delay, self._fire, id, fn, arg)
+
+    def _fire(self, id: str, fn: Callable[[str], None], arg: str) -> None:
+        self._timers.pop(id, None)
+        try:
+            fn(arg)
+        except Exception:
+            log.exception("engine timer failed for session %s", id)
+
+    def _cancel_timer(self, id: str) -> None:
+        handle = self._timers.pop(id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _prune(self, now: float) -> None:
+        stale = [
+            s.id
+            for s in self.sessions.values()
+            if s.status.terminal and s.ended_at is not None and now - s.ended_at > TERMINAL_RETENTION_SECONDS
+        ]
+        for id in stale:
+            del self.sessions[id]
+
+
+# -- request validation (Runway's create schema) -----------------------------------------------
+
+PRESET_AVATARS = frozenset(
+    {
+        "game-character", "music-superstar", "game-character-man", "cat-character", "influencer",
+        "tennis-coach", "human-resource", "fashion-designer", "cooking-teacher",
+    }
+)  # fmt: skip
+_UUID4 = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$")
+_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_PARAM_TYPES = ("string", "integer", "number", "boolean", "array", "object")
+_ITEM_TYPES = ("string", "integer", "number", "boolean")
+
+
+class _Issues:
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def add(self, code: str, path: list[str | int], message: str) -> None:
+        self.items.append({"code": code, "path": path, "message": message})
+
+    def string(
+        self, value: Any, path: list[str | int], lo: int, hi: int, pattern: re.Pattern[str] | None = None
+    ) -> None:
+        if not isinstance(value, str):
+            self.add("invalid_type", path, f"Expected string, received {_type_name(value)}")
+        elif len(value) < lo:
+            self.add("too_small", path, f"String must contain at least {lo} character(s)")
+        elif len(value) > hi:
+            self.add("too_big", path, f"String must contain at most {hi} character(s)")
+        elif pattern is not None and not pattern.match(value):
+            self.add("invalid_string", path, "Invalid format")
+
+    def array(self, value: Any, path: list[str | int], hi: int) -> bool:
+        if not isinstance(value, list):
+            self.add("invalid_type", path, f"Expected array, received {_type_name(value)}")
+            return False
+        if len(value) > hi:
+            self.add("too_big", path, f"Array must contain at most {hi} element(s)")
+            return False
+        return True
+
+    def obj(self, value: Any, path: list[str | int]) -> bool:
+        if not isinstance(value, dict):
+            self.add("invalid_type", path, f"Expected object, received {_type_name(value)}")
+            return False
+        return True
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def validate_create_body(body: Any) -> dict[str, Any]:
+    """Check a create body like Runway does; return the normalised fields or raise 400 with issues."""
+    if not isinstance(body, dict):
+        raise EngineError(400, "Invalid request body: expected a JSON object")
+    issues = _Issues()
+    if "model" not in body:
+        issues.add("invalid_type", ["model"], "Required")
+    elif body["model"] != "gwm1_avatars":
+        issues.add("invalid_literal", ["model"], 'Invalid literal value, expected "gwm1_avatars"')
+    avatar = body.get("avatar")
+    if avatar is None:
+        issues.add("invalid_type", ["avatar"], "Required")
+    elif issues.obj(avatar, ["avatar"]):
+        kind = avatar.get("type")
+        if kind == "runway-preset":
+            if avatar.get("presetId") not in PRESET_AVATARS:
+                issues.add(
+                    "invalid_enum_value",
+                    ["avatar", "presetId"],
+                    f"Invalid enum value. Expected one of: {', '.join(sorted(PRESET_AVATARS))}",
+                )
+        elif kind == "custom":
+            avatar_id = avatar.get("avatarId")
+            if not isinstance(avatar_id, str) or not _UUID4.match(avatar_id):
+                issues.add("invalid_string", ["avatar", "avatarId"], "Invalid uuid")
+        else:
+            issues.add(
+                "invalid_union_discriminator",
+                ["avatar", "type"],
+                "Invalid discriminator value. Expected 'runway-preset' | 'custom'",
+            )
+    max_duration = body.get("maxDuration", 300)
+    if isinstance(max_duration, float) and max_duration.is_integer():
+        max_duration = int(max_duration)
+    if not isinstance(max_duration, int) or isinstance(max_duration, bool):
+        issues.add("invalid_type", ["maxDuration"], f"Expected integer, received {_type_name(max_duration)}")
+    elif max_duration < 10:
+        issues.add("too_small", ["maxDuration"], "Number must be greater than or equal to 10")
+    elif max_duration > 1800:
+        issues.add("too_big", ["maxDuration"], "Number must be less than or equal to 1800")
+    if "personality" in body:
+        issues.string(body["personality"], ["personality"], 1, 10000)
+    if "startScript" in body:
+        issues.string(body["startScript"], ["startScript"], 1, 2000)
+    tools = body.get("tools", [])
+    if issues.array(tools, ["tools"], 20):
+        for i, tool in enumerate(tools):
+            _check_tool(issues, tool, ["tools", i])
+    for unsupported in ("integration", "livekit"):
+        if unsupported in body:
+            issues.add("custom", [unsupported], f"{unsupported} is not supported by the local engine")
+    if issues.items:
+        first = issues.items[0]
+        where = ".".join(str(p) for p in first["path"])
+        raise EngineError(400, f"Invalid request body: {where}: {first['message']}", issues.items)
+    fields: dict[str, Any] = {
+        "avatar": {k: avatar[k] for k in ("type", "presetId", "avatarId") if k in avatar},
+        "maxDuration": max_duration,
+        "tools": tools,
+    }
+    for key in ("personality", "startScript"):
+        if key in body:
+            fields[key] = body[key]
+    return fields
+
+
+def _check_tool(issues: _Issues, tool: Any, path: list[str | int]) -> None:
+    if not issues.obj(tool, path):
+        return
+    if tool.get("type") not in ("client_event", "backend_rpc"):
+        issues.add(
+            "invalid_union_discriminator",
+            [*path, "type"],
+            "Invalid discriminator value. Expected 'client_event' | 'backend_rpc'",
+        )
+    issues.string(tool.get("name"), [*path, "name"], 1, 64, _NAME)
+    issues.string(tool.get("description"), [*path, "description"], 1, 1024)
+    params = tool.get("parameters", [])
+    if not issues.array(params, [*path, "parameters"], 20):
+        return
+    for j, param in enumerate(params):
+        ppath: list[str | int] = [*path, "parameters", j]
+        if not issues.obj(param, ppath):
+            continue
+        issues.string(param.get("name"), [*ppath, "name"], 1, 64, _NAME)
+        issues.string(param.get("description"), [*ppath, "description"], 1, 1024)
+        if "required" in param and not isinstance(param["required"], bool):
+            issues.add("invalid_type", [*ppath, "required"], "Expected boolean")
+        ptype = param.get("type")
+        if ptype not in _PARAM_TYPES:
+            issues.add(
+                "invalid_union_discriminator",
+                [*ppath, "type"],
+                f"Invalid discriminator value. Expected {' | '.join(repr(t) for t in _PARAM_TYPES)}",
+            )
+        elif ptype == "string" and "enum" in param:
+            if issues.array(param["enum"], [*ppath, "enum"], 20):
+                for k, value in enumerate(param["enum"]):
+                    issues.string(value, [*ppath, "enum", k], 0, 64)
+        elif ptype == "array":
+            items = param.get("items")
+            if items is None:
+                issues.add("invalid_type", [*ppath, "items"], "Required")
+            elif issues.obj(items, [*ppath, "items"]) and items.get("type") not in _ITEM_TYPES:
+                issues.add("invalid_enum_value", [*ppath, "items", "type"], "Invalid enum value")
+        elif ptype == "object":
+            if "properties" not in param:
+                issues.add("invalid_type", [*ppath, "properties"], "Required")
+            else:
+                issues.array(param["properties"], [*ppath, "properties"], 20)
