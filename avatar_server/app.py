@@ -91,7 +91,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     base, key = upstream_target(app[K.SETTINGS], app[K.ADMIN_TOKEN])
-    client = UpstreamClient(base_url=base, api_secret=key)
+    client = UpstreamClient(base_url=base, api_secret=key, read_timeout=app[K.SETTINGS].upstream_timeout)
     app[K.UPSTREAM] = client
     yield
     await client.close()

@@ -73,6 +73,7 @@ class Settings:
     ready_timeout: float = 60.0
     abandon_grace: float = 15.0
     upstream_check_interval: float = 15.0
+    upstream_timeout: float = 15.0
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -116,6 +117,7 @@ class Settings:
             ready_timeout=_float(env, "AVATAR_SERVER_READY_TIMEOUT_SECONDS", 60.0, 1.0, 3600.0),
             abandon_grace=_float(env, "AVATAR_SERVER_ABANDON_GRACE_SECONDS", 15.0, 0.5, 600.0),
             upstream_check_interval=_float(env, "AVATAR_SERVER_UPSTREAM_CHECK_SECONDS", 15.0, 0.5, 600.0),
+            upstream_timeout=_float(env, "AVATAR_SERVER_UPSTREAM_TIMEOUT_SECONDS", 15.0, 0.2, 120.0),
             log_level=level,
             log_json=(env.get("AVATAR_SERVER_LOG_FORMAT") or "").strip().lower() == "json",
         )

@@ -349,6 +349,10 @@ async def patch_config(request: web.Request) -> web.StreamResponse:
             if not _is_number(value) or not math.isfinite(value) or value <= 0:
                 raise EngineError(400, f"{key} must be a number of seconds > 0")
             changes[attr] = float(value)
+    if "honourMaxDuration" in body:
+        if not isinstance(body["honourMaxDuration"], bool):
+            raise EngineError(400, "honourMaxDuration must be true or false")
+        changes["honour_max_duration"] = body["honourMaxDuration"]
     if "maxDurationLimit" in body:
         value = body["maxDurationLimit"]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -109,6 +109,9 @@ class EngineConfig:
     # Effective ceiling on a RUNNING session, like Runway ending sessions at ~300 s whatever
     # maxDuration says: a session completes after min(maxDuration, max_duration_limit) seconds.
     max_duration_limit: int = 1800
+    # A fault for tests: False makes the engine ignore a session's maxDuration (only
+    # max_duration_limit stops it), so the server's own cap enforcement is what is seen.
+    honour_max_duration: bool = True
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -158,6 +161,7 @@ class EngineConfig:
             "readyTtl": self.ready_ttl,
             "connectGrace": self.connect_grace,
             "maxDurationLimit": self.max_duration_limit,
+            "honourMaxDuration": self.honour_max_duration,
             "seed": self.seed,
         }
 

@@ -240,7 +240,9 @@ class EngineState:
         session.rtc_token = secrets.token_urlsafe(32)
         session.started_at = now
         self._transition(session, EngineStatus.RUNNING)
-        run_for = min(session.max_duration, self.config.max_duration_limit)
+        run_for = self.config.max_duration_limit
+        if self.config.honour_max_duration:
+            run_for = min(session.max_duration, run_for)
         self._set_timer(session.id, run_for, self._run_out, session.id)
         return {"token": session.rtc_token, "roomName": f"engine-{session.id}"}
 

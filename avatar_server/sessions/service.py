@@ -47,6 +47,8 @@ log = logging.getLogger("avatar_server.sessions")
 TIMER_KINDS = ("provision", "ready", "cap", "warn30", "warn10", "abandon", "check")
 UPSTREAM_END_REASONS = {EndReason.UPSTREAM_COMPLETED, EndReason.UPSTREAM_FAILED, EndReason.UPSTREAM_CANCELLED}
 
+CAP_SLACK = 2.0  # seconds: an upstream COMPLETED this close to endsAt is the cap
+
 AvatarCheck = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -183,7 +185,7 @@ class SessionService:
             ends = now + rec.maxDuration
             add = [(timer("cap", rec.id), ends), (timer("check", rec.id), now + self.config.upstream_check_interval)]
             for secs in (30, 10):
-                if rec.maxDuration > secs:
+                if rec.maxDuration >= secs:
                     add.append((timer(f"warn{secs}", rec.id), ends - secs))
             try:
                 await self.store.transition(
@@ -260,6 +262,10 @@ class SessionService:
             "FAILED": EndReason.UPSTREAM_FAILED,
             "CANCELLED": EndReason.UPSTREAM_CANCELLED,
         }[status]
+        if status == "COMPLETED" and rec.endsAt is not None and time.time() >= rec.endsAt - CAP_SLACK:
+            # the upstream stopped at its own maxDuration, which is our cap (its clock may start at
+            # consume, a moment before ours): this is the cap, reported as such
+            reason = EndReason.CAP
         await self.end(rec.id, reason, failure, upstreamStatus=status, upstreamDuration=duration)
 
     # --- client presence --------------------------------------------------------------
