@@ -65,11 +65,11 @@ def install_redaction() -> None:
         return
     _installed = True
     base = logging.getLogRecordFactory()
-    scrub = RedactingFilter()
 
     def factory(*args: object, **kwargs: object) -> logging.LogRecord:
         record = base(*args, **kwargs)
-        scrub.filter(record)
+        record.msg = redact(record.getMessage())
+        record.args = None
         return record
 
     logging.setLogRecordFactory(factory)

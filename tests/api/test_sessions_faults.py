@@ -1,0 +1,95 @@
+"""Upstream faults: transient ones are ridden out, refusals reach the caller as clear
+502-class errors without retries, and an ambiguous create is never retried."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ..harness import ServerHarness, fast_engine_config, make_settings
+
+
+async def stats(server: ServerHarness) -> dict:
+    return (await server.control("GET", "/stats"))["requests"]
+
+
+@pytest.mark.parametrize("op", ["create", "get", "consume"])
+@pytest.mark.parametrize("status", [429, 503])
+async def test_transient_faults_are_ridden_out(server: ServerHarness, op: str, status: int) -> None:
+    await server.control("DELETE", "/stats")
+    rule = {"op": op, "status": status, "times": 2}
+    if status == 429:
+        rule["retryAfter"] = 1
+    await server.control("POST", "/faults", {"rules": [rule]})
+    code, body = await server.admin("POST", "/v1/sessions/connect", {"avatarId": "human-resource"})
+    assert code == 200, body
+    assert body["token"]
+    counts = await stats(server)
+    assert counts[op] >= 3  # two refusals, then the request that went through
+    faults = await server.control("GET", "/stats")
+    assert faults["faultsInjected"].get(op, 0) == 2 or sum(faults["faultsInjected"].values()) == 2
+
+
+@pytest.mark.parametrize("status,code", [(400, "upstream_rejected"), (401, "upstream_auth")])
+async def test_refusals_are_not_retried(server: ServerHarness, status: int, code: str) -> None:
+    await server.control("DELETE", "/stats")
+    await server.control("POST", "/faults", {"rules": [{"op": "create", "status": status, "times": 1}]})
+    http, body = await server.admin("POST", "/v1/sessions/connect", {"avatarId": "human-resource"})
+    assert http == 502, body
+    assert body["error"]["code"] == "session_error"
+    assert (await stats(server))["create"] == 1
+    # the record says why
+    status_, page = await server.admin("GET", "/v1/sessions?status=ended")
+    rec = page["data"][0]
+    assert rec["endReason"] == "error"
+    assert rec["upstreamId"] is None
+
+
+async def test_ambiguous_create_is_not_retried(redis_url, data_dir, caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_settings(data_dir, redis_url, upstream_timeout=0.5)
+    h = await ServerHarness(settings, fast_engine_config(ready_ttl=1.0)).start()
+    try:
+        await h.control("POST", "/faults", {"rules": [{"op": "create", "when": "after", "delaySeconds": 2}]})
+        code, created = await h.admin("POST", "/v1/sessions", {"avatar": {"type": "runway-preset",
+                                                                        "presetId": "fashion-designer"}})
+        assert code == 201
+        rec = await h.wait_for(created["id"], lambda r: r["status"] == "ENDED", timeout=10)
+        assert rec["endReason"] == "error"
+        assert (await stats(h))["create"] == 1  # exactly one create reached the upstream
+        assert any("reconcile" in r.getMessage().lower() or "ambiguous" in r.getMessage().lower()
+                   for r in caplog.records if r.name.startswith("avatar_server.upstream"))
+        assert settings.admin_token not in caplog.text
+        # the orphan the engine created expires unconsumed (READY ttl 1 s): nothing leaks
+        for _ in range(100):
+            sessions = await h.control("GET", "/sessions")
+            if sessions and all(s["status"] in ("FAILED", "CANCELLED", "COMPLETED") for s in sessions):
+                break
+            await asyncio.sleep(0.1)
+        assert sessions and all(s["status"] == "FAILED" for s in sessions)
+    finally:
+        await h.stop_all()
+
+
+async def test_queued_upstream_is_reported_and_backs_off(server: ServerHarness) -> None:
+    await server.control("PATCH", "/config", {"concurrencyLimit": 1})
+    first = await server.admin("POST", "/v1/sessions", {"avatar": {"type": "runway-preset", "presetId": "influencer"}})
+    second = await server.admin("POST", "/v1/sessions", {"avatar": {"type": "runway-preset", "presetId": "influencer"}})
+    assert first[0] == second[0] == 201
+    rec = await server.wait_for(second[1]["id"], lambda r: r["queued"] is True, timeout=10)
+    assert rec["status"] == "PROVISIONING"
+    await server.admin("DELETE", f"/v1/sessions/{first[1]['id']}")
+    rec = await server.wait_for(second[1]["id"], lambda r: r["status"] == "READY", timeout=15)
+    assert rec["queued"] is False
+    await server.admin("DELETE", f"/v1/sessions/{second[1]['id']}")
+
+
+async def test_delete_during_provisioning_cancels_upstream(server: ServerHarness) -> None:
+    await server.control("PATCH", "/config", {"provisioningDelay": "fixed:5"})
+    code, created = await server.admin("POST", "/v1/sessions", {"avatar": {"type": "runway-preset",
+                                                                         "presetId": "influencer"}})
+    rec = await server.wait_for(created["id"], lambda r: r["upstreamId"] is not None)
+    code, ended, _ = await server.call("DELETE", f"/v1/sessions/{created['id']}", token=created["clientToken"])
+    assert code == 200 and ended["endReason"] == "client"
+    ups = {s["id"]: s for s in await server.control("GET", "/sessions")}
+    assert ups[rec["upstreamId"]]["status"] == "CANCELLED"
