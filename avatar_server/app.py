@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import appkeys as K
-from .api import health, middlewares, sessions, signal
+from .api import cors, health, middlewares, security, sessions, signal, sites
 from .engine.api import create_engine_app
 from .engine.config import EngineConfig
 from .logs import install_redaction, register_secret
@@ -25,7 +25,9 @@ from .settings import Settings, load_or_create_admin_token
 from .signalling.broker import SignalBroker
 from .store.connection import open_redis
 from .store.events import EventBus
+from .store.ratelimit import RateLimiter
 from .store.sessions import SessionStore
+from .store.sites import SiteStore
 from .upstream import UpstreamClient
 
 log = logging.getLogger("avatar_server")
@@ -51,7 +53,7 @@ def create_app(settings: Settings, *, engine_config: EngineConfig | None = None)
     register_secret(admin_token)
     register_secret(settings.runway_secret)
     app = web.Application(
-        middlewares=[middlewares.request_context, middlewares.errors],
+        middlewares=[middlewares.request_context, cors.cors, middlewares.errors, security.body_limits],
         client_max_size=MAX_BODY,
     )
     app[K.SETTINGS] = settings
@@ -62,14 +64,17 @@ def create_app(settings: Settings, *, engine_config: EngineConfig | None = None)
         print(f"avatar-server: generated an admin token in {settings.data_dir / 'admin-token'}", flush=True)
 
     app.cleanup_ctx.append(_redis_ctx)
+    app.cleanup_ctx.append(_sites_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_bus_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
     app.on_shutdown.append(_close_sockets)
+    app.on_response_prepare.append(security.add_security_headers)
 
     app.add_routes(health.routes)
     app.add_routes(sessions.routes)
     app.add_routes(signal.routes)
+    app.add_routes(sites.routes)
 
     if settings.engine_mode:
         engine = create_engine_app(
@@ -87,6 +92,12 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[K.REDIS] = handle
     yield
     await handle.close()
+
+
+async def _sites_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[K.SITES] = SiteStore(app[K.REDIS].client)
+    app[K.RATE_LIMITER] = RateLimiter(app[K.REDIS].client)
+    yield
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -10,6 +10,8 @@ from .sessions.service import SessionService
 from .sessions.timers import TimerLoop
 from .store.connection import RedisHandle
 from .store.events import EventBus
+from .store.ratelimit import RateLimiter
+from .store.sites import SiteStore
 from .upstream import UpstreamClient
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -21,3 +23,5 @@ SESSIONS = web.AppKey("sessions", SessionService)
 TIMERS = web.AppKey("timers", TimerLoop)
 BROKER = web.AppKey("broker", SignalBroker)
 SOCKETS = web.AppKey("sockets", set)
+SITES = web.AppKey("sites", SiteStore)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)

@@ -6,6 +6,7 @@ prints it and exits 1. Nothing is read from the environment anywhere else.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -57,6 +58,17 @@ def _url(env: Mapping[str, str], name: str, default: str | None, schemes: tuple[
     return raw.rstrip("/")
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    raw = (env.get(name) or "").strip()
+    out = []
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        try:
+            out.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {part!r} is not an IP address or CIDR network") from None
+    return tuple(out)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -76,6 +88,10 @@ class Settings:
     upstream_timeout: float = 15.0
     log_level: str = "INFO"
     log_json: bool = False
+    # Browser starts (publishable keys): per client address, fixed one-minute windows; 0 disables.
+    start_rate_per_minute: int = 10
+    # Proxies whose X-Forwarded-For is believed (addresses or CIDR networks); empty: none.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def engine_mode(self) -> bool:
@@ -120,6 +136,8 @@ class Settings:
             upstream_timeout=_float(env, "AVATAR_SERVER_UPSTREAM_TIMEOUT_SECONDS", 15.0, 0.2, 120.0),
             log_level=level,
             log_json=(env.get("AVATAR_SERVER_LOG_FORMAT") or "").strip().lower() == "json",
+            start_rate_per_minute=_int(env, "AVATAR_SERVER_START_RATE_PER_MINUTE", 10, 0, 1_000_000),
+            trusted_proxies=_networks(env, "AVATAR_SERVER_TRUSTED_PROXIES"),
         )
 
 

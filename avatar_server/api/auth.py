@@ -1,6 +1,14 @@
 """Who is calling: the admin (bearer admin token), a session's client (its clientToken),
-or — with the sites work — a site's publishable key. Tokens are compared in constant time
-or looked up by their SHA-256, never logged."""
+or a site's publishable key. Tokens are compared in constant time or looked up by their
+SHA-256, never logged.
+
+    admin token        every route
+    pk_ (publishable)  POST /v1/sessions and /v1/sessions/connect only (api.admission checks
+                       origin, avatar, concurrency); 403 elsewhere
+    ct_ (client)       GET/DELETE its own session and its signal socket, while the session is
+                       not ENDED (the socket of an ENDED one only says ``ended`` and closes);
+                       403 for another session, 401 once its session has ended
+"""
 
 from __future__ import annotations
 
@@ -10,8 +18,11 @@ from typing import Literal
 
 from aiohttp import web
 
-from ..appkeys import ADMIN_TOKEN, SESSIONS
+from ..appkeys import ADMIN_TOKEN, SESSIONS, SITES
 from ..errors import Forbidden, Unauthorized
+from ..models.sessions import SessionStatus
+from ..models.sites import Site
+from .cors import scope_to_site
 
 
 @dataclass(frozen=True)
@@ -54,12 +65,46 @@ async def session_principal(request: web.Request, session_id: str, token: str | 
     if is_admin_token(request, token):
         return Principal("admin")
     if token.startswith("ct_"):
-        owner = await request.app[SESSIONS].store.session_for_client_token(token)
-        if owner is not None and hmac.compare_digest(owner, session_id):
-            return Principal("client", session_id=session_id)
-        if owner is not None:
-            raise Forbidden("this clientToken belongs to another session")
-        raise Unauthorized("the clientToken is not valid (or its session is long gone)")
+        principal = await _client_principal(request, session_id, token)
+        rec = await request.app[SESSIONS].store.get(session_id)
+        if rec is None or rec.status is SessionStatus.ENDED:
+            raise Unauthorized("the session has ended; its clientToken is no longer valid",
+                               code="client_token_expired")
+        scope_to_site(request, rec.siteId)
+        return principal
     if token.startswith("pk_"):
-        raise Forbidden("a publishable key may only start sessions")
+        raise Forbidden("a publishable key may only start sessions", code="publishable_key_not_allowed")
     raise Unauthorized("the credential is not valid")
+
+
+async def _client_principal(request: web.Request, session_id: str, token: str) -> Principal:
+    owner = await request.app[SESSIONS].store.session_for_client_token(token)
+    if owner is not None and hmac.compare_digest(owner, session_id):
+        return Principal("client", session_id=session_id)
+    if owner is not None:
+        raise Forbidden("this clientToken belongs to another session")
+    raise Unauthorized("the clientToken is not valid (or its session is long gone)")
+
+
+async def signal_principal(request: web.Request, session_id: str) -> Principal:
+    """The signal socket: ``?token=<clientToken>`` of this session, nothing else.
+
+    A client token of an ENDED session is still let in: the socket only tells it ``ended``
+    (with the reason) and closes."""
+    token = request.query.get("token")
+    if not token:
+        raise Unauthorized("the signal socket needs ?token=<clientToken>")
+    if token.startswith("ct_"):
+        return await _client_principal(request, session_id, token)
+    if token.startswith("pk_") or is_admin_token(request, token):
+        raise Forbidden("only the session's clientToken opens its signal socket")
+    raise Unauthorized("the clientToken is not valid for this session")
+
+
+async def site_for_key(request: web.Request, token: str) -> tuple[Principal, Site]:
+    """The site whose current publishable key this is (a rotated-out key is unknown at once)."""
+    site = await request.app[SITES].by_publishable_key(token)
+    if site is None:
+        raise Unauthorized("the publishable key is not valid (it may have been rotated)",
+                           code="invalid_publishable_key")
+    return Principal("site", site_id=site.id), site

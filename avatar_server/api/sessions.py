@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 from aiohttp import web
 
 from ..appkeys import SESSIONS, SETTINGS
 from ..errors import ValidationFailed
-from ..models.sessions import EndReason, SessionConnect, SessionCreate, SessionRecord, iso
+from ..models.sessions import EndReason, SessionConnect, SessionCreate, iso
 from ..sessions.service import SessionService
-from . import bodies
-from .auth import Principal, require_admin, session_principal
+from . import admission, bodies
+from .auth import require_admin, session_principal
 
 routes = web.RouteTableDef()
-
-# Set by the sites feature: who may start sessions, and admission (origin, avatar, concurrency).
-STARTER_HOOK: web.AppKey[Any] = web.AppKey("starter_hook", object)
-ADMIT_HOOK: web.AppKey[Any] = web.AppKey("admit_hook", object)
 
 
 def signal_url(request: web.Request, session_id: str) -> str:
@@ -28,27 +23,11 @@ def signal_url(request: web.Request, session_id: str) -> str:
     return f"{scheme}{base[base.index(':'):]}/v1/sessions/{session_id}/signal"
 
 
-async def starter(request: web.Request) -> Principal:
-    """Who may start a session: the admin (and, with sites, a publishable key)."""
-    starter_hook = request.app.get(STARTER_HOOK)
-    if starter_hook is not None:
-        return await starter_hook(request)
-    return require_admin(request)
-
-
-async def _create(request: web.Request, req: SessionCreate) -> tuple[SessionRecord, str]:
-    principal = await starter(request)
-    svc: SessionService = request.app[SESSIONS]
-    admit_hook = request.app.get(ADMIT_HOOK)
-    if admit_hook is not None:
-        return await admit_hook(request, principal, req)
-    return await svc.create(req)
-
-
 @routes.post("/v1/sessions")
 async def create_session(request: web.Request) -> web.Response:
+    who = await admission.authenticate_starter(request)
     req = await bodies.parse(request, SessionCreate)
-    rec, client_token = await _create(request, req)
+    rec, client_token = await admission.start(request, who, req)
     return web.json_response(
         {
             "id": rec.id,
@@ -64,8 +43,9 @@ async def create_session(request: web.Request) -> web.Response:
 
 @routes.post("/v1/sessions/connect")
 async def connect_session(request: web.Request) -> web.Response:
+    who = await admission.authenticate_starter(request)
     req = (await bodies.parse(request, SessionConnect)).to_create()
-    rec, client_token = await _create(request, req)
+    rec, client_token = await admission.start(request, who, req)
     svc: SessionService = request.app[SESSIONS]
     try:
         await svc.wait_ready(rec.id, svc.config.provision_timeout + 5)

@@ -7,8 +7,8 @@ import contextlib
 from aiohttp import WSMsgType, web
 
 from ..appkeys import BROKER, SESSIONS, SOCKETS
-from ..errors import Unauthorized
 from ..signalling.protocol import MAX_CLIENT_MESSAGE_BYTES
+from .auth import signal_principal
 
 routes = web.RouteTableDef()
 
@@ -38,12 +38,7 @@ class AiohttpTransport:
 @routes.get("/v1/sessions/{id}/signal")
 async def signal(request: web.Request) -> web.StreamResponse:
     sid = request.match_info["id"]
-    token = request.query.get("token")
-    if not token or not token.startswith("ct_"):
-        raise Unauthorized("the signal socket needs ?token=<clientToken>")
-    owner = await request.app[SESSIONS].store.session_for_client_token(token)
-    if owner != sid:
-        raise Unauthorized("the clientToken is not valid for this session")
+    await signal_principal(request, sid)
     await request.app[SESSIONS].get(sid)
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=MAX_CLIENT_MESSAGE_BYTES * 4, autoping=True)
     await ws.prepare(request)

@@ -59,15 +59,23 @@ def provision_samples() -> str:
 
 
 def site(site_id: str) -> str:
+    """String (JSON): the site record, publishable key included."""
     return f"{PREFIX}site:{site_id}"
 
 
 def sites_index() -> str:
+    """Sorted set (all scores 0): ``<createdAt ms, 15 digits>:<site id>``, listed by lex order."""
     return f"{PREFIX}sites"
 
 
 def site_key(key_hash: str) -> str:
+    """String: sha256(publishableKey) → site id."""
     return f"{PREFIX}sitekey:{key_hash}"
+
+
+def origin_sites(origin: str) -> str:
+    """Set: ids of the sites that allow this (normalised) origin — answers CORS preflights."""
+    return f"{PREFIX}origin:{origin}"
 
 
 def site_active(site_id: str) -> str:
@@ -76,4 +84,5 @@ def site_active(site_id: str) -> str:
 
 
 def rate(bucket: str) -> str:
+    """String counter with a TTL: one fixed rate-limit window of one bucket."""
     return f"{PREFIX}rate:{bucket}"

@@ -1,0 +1,98 @@
+"""Site routes (admin only): create, list, read, change, delete, rotate the publishable key.
+
+A site's ``maxDuration`` may not exceed the configured cap (``AVATAR_SERVER_SESSION_CAP_SECONDS``);
+it is the ceiling of every session started with the site's key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..appkeys import SETTINGS, SITES
+from ..errors import NotFound, ValidationFailed
+from ..models.sites import Site, SiteCreate, SitePatch
+from ..store.sites import is_cursor
+from . import bodies
+from .auth import require_admin
+
+routes = web.RouteTableDef()
+
+
+def _check_cap(request: web.Request, max_duration: int | None) -> None:
+    cap = request.app[SETTINGS].cap_seconds
+    if max_duration is not None and max_duration > cap:
+        raise ValidationFailed(f"maxDuration may be at most {cap} seconds (the server's cap)",
+                               field="maxDuration", limit=cap)
+
+
+def _json(site: Site, status: int = 200) -> web.Response:
+    return web.json_response(site.model_dump(mode="json"), status=status)
+
+
+async def _site_or_404(request: web.Request) -> Site:
+    site = await request.app[SITES].get(request.match_info["id"])
+    if site is None:
+        raise NotFound(f"no site {request.match_info['id']}", code="site_not_found")
+    return site
+
+
+@routes.post("/v1/sites")
+async def create_site(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await bodies.parse(request, SiteCreate)
+    _check_cap(request, body.maxDuration)
+    site = await request.app[SITES].create(body.model_dump())
+    return _json(site, 201)
+
+
+@routes.get("/v1/sites")
+async def list_sites(request: web.Request) -> web.Response:
+    require_admin(request)
+    limit = bodies.query_int(request, "limit", 50, 1, 100)
+    cursor = request.query.get("cursor") or None
+    if cursor is not None and not is_cursor(cursor):
+        raise ValidationFailed("cursor is not valid", field="cursor")
+    sites, next_cursor = await request.app[SITES].list(limit=limit, cursor=cursor)
+    page: dict[str, Any] = {
+        "data": [s.model_dump(mode="json") for s in sites],
+        "hasMore": next_cursor is not None,
+        "nextCursor": next_cursor,
+    }
+    return web.json_response(page)
+
+
+@routes.get("/v1/sites/{id}")
+async def get_site(request: web.Request) -> web.Response:
+    require_admin(request)
+    return _json(await _site_or_404(request))
+
+
+@routes.patch("/v1/sites/{id}")
+async def patch_site(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await bodies.parse(request, SitePatch)
+    changes = body.changes()
+    _check_cap(request, changes.get("maxDuration"))
+    site = await request.app[SITES].update(request.match_info["id"], changes)
+    if site is None:
+        raise NotFound(f"no site {request.match_info['id']}", code="site_not_found")
+    return _json(site)
+
+
+@routes.delete("/v1/sites/{id}")
+async def delete_site(request: web.Request) -> web.Response:
+    require_admin(request)
+    if not await request.app[SITES].delete(request.match_info["id"]):
+        raise NotFound(f"no site {request.match_info['id']}", code="site_not_found")
+    return web.Response(status=204)
+
+
+@routes.post("/v1/sites/{id}/rotate-key")
+async def rotate_key(request: web.Request) -> web.Response:
+    require_admin(request)
+    site = await request.app[SITES].rotate_key(request.match_info["id"])
+    if site is None:
+        raise NotFound(f"no site {request.match_info['id']}", code="site_not_found")
+    return _json(site)

@@ -1,0 +1,186 @@
+"""Site models: where a site may embed avatars from, which avatars, how many at once.
+
+A site is the unit of embedding: a browser on one of its ``allowedOrigins`` starts
+sessions with the site's ``publishableKey`` (``pk_…``), for one of its ``avatarIds``,
+while fewer than ``maxConcurrentSessions`` of its sessions are not ENDED. No I/O here.
+
+Origins are normalised the way browsers send them in the ``Origin`` header:
+lower-case scheme and host, no default port, no path, no trailing slash.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, field_validator
+
+from avatar_server.models.common import RequestBody, ResponseModel, Timestamp
+
+NAME_MAX = 100
+ORIGINS_MAX = 50
+AVATAR_IDS_MAX = 100
+CONCURRENCY_MAX = 1000
+ORIGIN_MAX_LEN = 253 + 16
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_PRESET = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+_IPV4 = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
+_IPV6 = re.compile(r"^\[[0-9a-f:.]{2,45}\]$")
+_ORIGIN = re.compile(r"^(?P<scheme>https?)://(?P<host>\[[^\]/]*\]|[^:/?#@\[\]]+)(?::(?P<port>\d{1,5}))?$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class OriginError(ValueError):
+    pass
+
+
+def normalize_origin(value: str) -> str:
+    """``scheme://host[:port]`` in the browser's form, or ``OriginError`` saying what is wrong.
+
+    Refused: ``null``, other schemes, user info, paths (even ``/``), queries, fragments,
+    wildcards, non-ASCII hosts (use the punycode form), ports out of range."""
+    if not isinstance(value, str):
+        raise OriginError("an origin is a string like https://www.example.com")
+    raw = value.strip()
+    if raw.lower() == "null":
+        raise OriginError("the 'null' origin (sandboxed frames, file: pages) cannot be allowed")
+    if len(raw) > ORIGIN_MAX_LEN:
+        raise OriginError("the origin is too long")
+    if "*" in raw:
+        raise OriginError("wildcards are not supported: list each origin")
+    m = _ORIGIN.match(raw.lower())
+    if m is None:
+        raise OriginError(
+            "an origin is scheme://host[:port] with scheme http or https and no path, e.g. https://www.example.com"
+        )
+    scheme, host, port = m.group("scheme"), m.group("host"), m.group("port")
+    if not (_HOSTNAME.match(host) or _IPV4.match(host) or _IPV6.match(host)):
+        raise OriginError("the origin's host is not a valid host name or IP address (use punycode for IDNs)")
+    if port is not None:
+        number = int(port)
+        if not 0 < number <= 65535:
+            raise OriginError("the origin's port must be between 1 and 65535")
+        if number == _DEFAULT_PORTS[scheme]:
+            port = None
+        else:
+            port = str(number)
+    return f"{scheme}://{host}" + (f":{port}" if port else "")
+
+
+def origin_or_none(value: str | None) -> str | None:
+    """The normalised form of a request's ``Origin`` header, or None if absent or not valid."""
+    if not value:
+        return None
+    try:
+        return normalize_origin(value)
+    except OriginError:
+        return None
+
+
+def _origin(value: str) -> str:
+    try:
+        return normalize_origin(value)
+    except OriginError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _unique(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def normalize_avatar_id(value: str) -> str:
+    """A custom avatar id (a UUID, lower-cased) or a preset id (``cooking-teacher``)."""
+    v = value.strip()
+    if _UUID.match(v):
+        return v.lower()
+    if _PRESET.match(v):
+        return v
+    raise ValueError("an avatar id is a custom avatar's UUID or a preset id such as 'cooking-teacher'")
+
+
+SiteName = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
+Origin = Annotated[str, Field(min_length=1, max_length=ORIGIN_MAX_LEN, examples=["https://www.example.com"]),
+                   AfterValidator(_origin)]
+AvatarId = Annotated[str, Field(min_length=1, max_length=64, examples=["cooking-teacher"]),
+                     AfterValidator(normalize_avatar_id)]
+AllowedOrigins = Annotated[list[Origin], Field(min_length=1, max_length=ORIGINS_MAX), AfterValidator(_unique)]
+AvatarIds = Annotated[list[AvatarId], Field(min_length=1, max_length=AVATAR_IDS_MAX), AfterValidator(_unique)]
+MaxConcurrent = Annotated[int, Field(ge=1, le=CONCURRENCY_MAX)]
+SiteMaxDuration = Annotated[int, Field(ge=10, le=300)]
+
+
+class SiteCreate(RequestBody):
+    """Body of ``POST /v1/sites``."""
+
+    name: SiteName
+    allowedOrigins: AllowedOrigins
+    avatarIds: AvatarIds
+    maxConcurrentSessions: MaxConcurrent
+    maxDuration: SiteMaxDuration | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("name may not be blank")
+        return v.strip()
+
+
+class SitePatch(RequestBody):
+    """Body of ``PATCH /v1/sites/{id}``: any subset; ``maxDuration: null`` removes the site's own limit."""
+
+    name: SiteName | None = None
+    allowedOrigins: AllowedOrigins | None = None
+    avatarIds: AvatarIds | None = None
+    maxConcurrentSessions: MaxConcurrent | None = None
+    maxDuration: SiteMaxDuration | None = None
+
+    @field_validator("name", "allowedOrigins", "avatarIds", "maxConcurrentSessions", mode="before")
+    @classmethod
+    def _no_null(cls, v: Any) -> Any:
+        if v is None:
+            raise ValueError("may not be null")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("name may not be blank")
+        return v.strip() if v is not None else None
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
+class Site(ResponseModel):
+    """A site as admins see it (the publishable key included; only admins ever read a site)."""
+
+    id: str
+    name: str
+    allowedOrigins: list[str]
+    avatarIds: list[str]
+    maxConcurrentSessions: int
+    maxDuration: int | None = None
+    publishableKey: str
+    activeSessions: int = Field(0, description="sessions of this site not yet ENDED")
+    createdAt: Timestamp
+    updatedAt: Timestamp
+    keyRotatedAt: Timestamp | None = None
+
+    def allows_avatar(self, avatar_id: str) -> bool:
+        try:
+            return normalize_avatar_id(avatar_id) in self.avatarIds
+        except ValueError:
+            return False
+
+
+class SitePage(ResponseModel):
+    """One page of ``GET /v1/sites``."""
+
+    data: list[Site]
+    hasMore: bool
+    nextCursor: str | None = None
