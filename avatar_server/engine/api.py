@@ -44,7 +44,10 @@ from aiohttp import web
 
 from avatar_server.engine.config import Delay, EngineConfig
 from avatar_server.engine.faults import FaultInjector, FaultRule, FaultRuleError
-from avatar_server.engine.state import AvatarLookup, EngineError, EngineState, iso
+from avatar_server.engine.media.conversation import KnowledgeSource
+from avatar_server.engine.media.manager import MediaManager
+from avatar_server.engine.media.routes import add_rtc_routes
+from avatar_server.engine.state import AvatarLookup, EngineError, EngineSession, EngineState, EngineStatus, iso
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class _EngineContext:
 
 
 ENGINE_STATE = web.AppKey("engine_state", EngineState)
+ENGINE_MEDIA = web.AppKey("engine_media", MediaManager)
 ENGINE_FAULTS = web.AppKey("engine_faults", FaultInjector)
 _CONTEXT = web.AppKey("engine_context", _EngineContext)
 
@@ -68,16 +72,22 @@ def create_engine_app(
     api_keys: Callable[[], Iterable[str]],
     public_url: str | None = None,
     avatar_lookup: AvatarLookup | None = None,
+    knowledge: KnowledgeSource | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[_runway_errors])
     state = EngineState(config, avatar_lookup=avatar_lookup)
     app[ENGINE_STATE] = state
+    media = MediaManager(ice_servers=config.ice_servers, knowledge=knowledge,
+                         connect_timeout=config.connect_grace)
+    app[ENGINE_MEDIA] = media
+    _wire_media(app, state, media)
     app[ENGINE_FAULTS] = FaultInjector()
     app[_CONTEXT] = _EngineContext(
         api_keys=api_keys, public_url=public_url.rstrip("/") if public_url else None
     )
 
     async def close_state(_: web.Application) -> None:
+        await media.close()
         await state.close()
 
     app.on_cleanup.append(close_state)
@@ -95,6 +105,33 @@ def create_engine_app(
     app.router.add_get("/_control/stats", get_stats, allow_head=False)
     app.router.add_delete("/_control/stats", reset_stats)
     return app
+
+
+def _wire_media(app: web.Application, state: EngineState, media: MediaManager) -> None:
+    """The media peer follows the session: it may connect only while RUNNING, its close
+    completes the session, and a session that ends any other way closes its peer."""
+    closing: set[asyncio.Task[bool]] = set()
+
+    def get_session(session_id: str) -> EngineSession | None:
+        session = state.sessions.get(session_id)
+        if session is not None and session.status is not EngineStatus.RUNNING:
+            raise EngineError(409, f"Session is {session.status.value}")
+        return session
+
+    def on_terminal(session: EngineSession, old: EngineStatus | None, new: EngineStatus) -> None:
+        if new in (EngineStatus.COMPLETED, EngineStatus.CANCELLED, EngineStatus.FAILED) and media.peer(session.id):
+            task = asyncio.ensure_future(media.close_session(session.id))
+            closing.add(task)
+            task.add_done_callback(closing.discard)
+
+    state.add_listener(on_terminal)
+    add_rtc_routes(
+        app,
+        manager_key=ENGINE_MEDIA,
+        get_session=get_session,
+        on_connected=lambda session_id: None,
+        on_closed=lambda session_id, reason: state.mark_completed(session_id),
+    )
 
 
 # -- errors, auth, faults ----------------------------------------------------------------------

@@ -27,7 +27,9 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from typing import Any
 from typing import Literal
 
 from avatar_server.errors import ConfigError
@@ -112,6 +114,8 @@ class EngineConfig:
     # A fault for tests: False makes the engine ignore a session's maxDuration (only
     # max_duration_limit stops it), so the server's own cap enforcement is what is seen.
     honour_max_duration: bool = True
+    # ICE servers for the media peer (RTCIceServer dicts); none needed on one machine.
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -150,6 +154,14 @@ class EngineConfig:
             kwargs["connect_grace"] = _positive_float("AVATAR_ENGINE_CONNECT_GRACE", text)
         if (text := get("AVATAR_ENGINE_MAX_DURATION")) is not None:
             kwargs["max_duration_limit"] = _int("AVATAR_ENGINE_MAX_DURATION", text, minimum=1)
+        if (text := get("AVATAR_ENGINE_ICE_SERVERS")) is not None:
+            try:
+                servers = json.loads(text)
+            except json.JSONDecodeError:
+                servers = None
+            if not isinstance(servers, list) or not all(isinstance(x, dict) and "urls" in x for x in servers):
+                raise ConfigError('AVATAR_ENGINE_ICE_SERVERS must be a JSON list like [{"urls": "stun:host:3478"}]')
+            kwargs["ice_servers"] = servers
         if (text := get("AVATAR_ENGINE_SEED")) is not None:
             kwargs["seed"] = _int("AVATAR_ENGINE_SEED", text)
         return cls(**kwargs)  # type: ignore[arg-type]

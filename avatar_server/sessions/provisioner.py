@@ -17,7 +17,7 @@ from ..errors import AvatarServerError, NotFound, UpstreamAmbiguous
 from ..models.sessions import Credentials, EndReason, SessionRecord, SessionStatus
 from ..store.sessions import TransitionRefused
 from ..upstream.wire import UpstreamStatus
-from .polling import PollPlan
+from .polling import MIN_SAMPLES, PollPlan
 
 if TYPE_CHECKING:
     from .service import SessionService
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("avatar_server.provisioner")
 
 SAMPLES_TTL = 10.0  # seconds a process reuses the learned samples before re-reading them
+SAMPLES_KEEP = 200
 
 
 def upstream_body(rec: SessionRecord) -> dict[str, Any]:
@@ -45,10 +46,16 @@ class Provisioner:
         self._samples_at = 0.0
 
     async def plan(self) -> PollPlan:
-        if time.monotonic() - self._samples_at > SAMPLES_TTL:
+        stale = time.monotonic() - self._samples_at > SAMPLES_TTL
+        if stale or len(self._samples) < MIN_SAMPLES:
             self._samples = await self.svc.store.provision_samples()
             self._samples_at = time.monotonic()
         return PollPlan.learn(self._samples)
+
+    async def learn(self, seconds: float) -> None:
+        """Record a provisioning time (shared in Redis; this process's copy updated at once)."""
+        await self.svc.store.add_provision_sample(seconds)
+        self._samples = [seconds, *self._samples][:SAMPLES_KEEP]
 
     async def run(self, rec: SessionRecord) -> None:
         svc = self.svc
@@ -105,7 +112,7 @@ class Provisioner:
             await svc.store.drop_credentials(rec.id)
             await svc.cancel_upstream(rec.id, upstream_id)
             return
-        await svc.store.add_provision_sample(provisioned)
+        await self.learn(provisioned)
         rec = await svc.get(rec.id)
         log.info("session ready", extra={"session_id": rec.id, "provision_seconds": round(provisioned, 3)})
         await svc.publish_status(rec)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what avatar_server needs on a fresh Debian/Ubuntu machine (or any machine that
+# already has python3 >= 3.11 and redis-server) into ./.venv.
+#   bash scripts/install.sh          # to run the server
+#   bash scripts/install.sh --test   # also the test tools (Chromium for the browser tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+pkgs=()
+command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
+command -v espeak-ng >/dev/null 2>&1 || pkgs+=(espeak-ng)
+if [ "$want_test" = 1 ] && ! command -v chromium >/dev/null 2>&1; then pkgs+=(chromium); fi
+if [ "${#pkgs[@]}" -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "installing system packages: ${pkgs[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  else
+    echo "please install: ${pkgs[*]} (redis-server is required; espeak-ng gives the avatar a voice)" >&2
+    command -v redis-server >/dev/null 2>&1 || exit 1
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+if [ "$want_test" = 1 ]; then
+  .venv/bin/python -m pip install -q -e '.[test]'
+  # reference tokenizers for the token-count tests: litellm's wheel carries their vocabularies
+  # (read offline); only those files are needed, not litellm's own dependencies
+  .venv/bin/python -m pip install -q --no-deps litellm
+else
+  .venv/bin/python -m pip install -q -e .
+fi
+# The Runway (LiveKit) transport bundle for the widget is built when Node is present.
+if [ -f web/vendor/package.json ] && command -v npm >/dev/null 2>&1; then
+  (cd web/vendor && npm install --silent --no-audit --no-fund && npm run --silent build) || \
+    echo "note: the Runway SDK bundle was not built; the local-engine transport works without it" >&2
+fi
+echo "installed into .venv"
