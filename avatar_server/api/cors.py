@@ -1,7 +1,7 @@
 """CORS for the browser-facing routes only, and only for origins a site allows.
 
 Browser-facing: ``POST /v1/sessions``, ``POST /v1/sessions/connect``,
-``GET``/``DELETE /v1/sessions/{id}``. Everything else (the admin API) gets no CORS
+``GET``/``DELETE /v1/sessions/{id}`` (those methods only). Everything else (the admin API) gets no CORS
 headers at all, so no browser page can read an admin response.
 
 - Preflight (``OPTIONS`` with ``Access-Control-Request-Method``): 204 with the exact
@@ -97,6 +97,8 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     origin = origin_or_none(raw_origin)
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         return await _preflight(request, raw_origin, origin, methods)
+    if request.method not in methods:
+        return await handler(request)
     scope = CorsScope()
     request[SCOPE_KEY] = scope
     resp = await handler(request)
@@ -110,7 +112,11 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def _preflight(
     request: web.Request, raw_origin: str | None, origin: str | None, methods: tuple[str, ...]
 ) -> web.StreamResponse:
-    if not raw_origin or not await origin_allowed(request, origin):
+    wanted = request.headers.get("Access-Control-Request-Method", "").strip().upper()
+    if wanted not in methods:
+        resp = error_response(Forbidden(f"browsers may only use {', '.join(methods)} here",
+                                        code="cors_method_not_allowed"))
+    elif not raw_origin or not await origin_allowed(request, origin):
         resp = error_response(Forbidden("this origin is not allowed by any site", code="origin_not_allowed"))
     else:
         resp = web.Response(status=204)

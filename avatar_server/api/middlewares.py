@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..errors import AvatarServerError, PayloadTooLarge
 from ..logs import request_id_var
+from .security import body_limit_for
 
 log = logging.getLogger("avatar_server.http")
 
@@ -59,10 +60,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status >= 500:
             log.warning("request failed: %s", exc.code, extra={"error": exc.code, "path": request.path})
         return error_response(exc)
-    except web.HTTPRequestEntityTooLarge as exc:
+    except web.HTTPRequestEntityTooLarge:
+        limit = body_limit_for(request.path)
         return error_response(PayloadTooLarge(
-            f"the request body is too large (limit {exc.max_size} bytes)", code="payload_too_large",
-            limit=exc.max_size,
+            f"the request body is too large (limit {limit} bytes)", code="payload_too_large", limit=limit,
         ))
     except web.HTTPException as exc:
         if exc.status < 400 or exc.empty_body:
