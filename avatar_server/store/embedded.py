@@ -50,8 +50,13 @@ class EmbeddedRedis:
             pid = int(pidfile.read_text().strip())
         except (FileNotFoundError, ValueError):
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            cmdline = b"redis-server"  # no /proc (macOS): trust the pidfile
+        if b"redis-server" in cmdline:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
         with contextlib.suppress(FileNotFoundError):
             pidfile.unlink()
 
