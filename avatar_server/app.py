@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import appkeys as K
-from .api import cors, health, middlewares, security, sessions, signal, sites
+from .api import cors, health, middlewares, openapi, security, sessions, signal, sites
 from .engine.api import create_engine_app
 from .engine.config import EngineConfig
 from .logs import install_redaction, register_secret
@@ -75,6 +75,7 @@ def create_app(settings: Settings, *, engine_config: EngineConfig | None = None)
     app.add_routes(sessions.routes)
     app.add_routes(signal.routes)
     app.add_routes(sites.routes)
+    app.add_routes(openapi.routes)
 
     if settings.engine_mode:
         engine = create_engine_app(
@@ -128,6 +129,7 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
             ready_timeout=s.ready_timeout,
             abandon_grace=s.abandon_grace,
             upstream_check_interval=s.upstream_check_interval,
+            lease_seconds=s.lease_seconds,
         ),
     )
     timers = TimerLoop(service)

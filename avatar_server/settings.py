@@ -86,6 +86,7 @@ class Settings:
     abandon_grace: float = 15.0
     upstream_check_interval: float = 15.0
     upstream_timeout: float = 15.0
+    lease_seconds: float = 15.0
     log_level: str = "INFO"
     log_json: bool = False
     # Browser starts (publishable keys): per client address, fixed one-minute windows; 0 disables.
@@ -134,6 +135,7 @@ class Settings:
             abandon_grace=_float(env, "AVATAR_SERVER_ABANDON_GRACE_SECONDS", 15.0, 0.5, 600.0),
             upstream_check_interval=_float(env, "AVATAR_SERVER_UPSTREAM_CHECK_SECONDS", 15.0, 0.5, 600.0),
             upstream_timeout=_float(env, "AVATAR_SERVER_UPSTREAM_TIMEOUT_SECONDS", 15.0, 0.2, 120.0),
+            lease_seconds=_float(env, "AVATAR_SERVER_LEASE_SECONDS", 15.0, 1.0, 300.0),
             log_level=level,
             log_json=(env.get("AVATAR_SERVER_LOG_FORMAT") or "").strip().lower() == "json",
             start_rate_per_minute=_int(env, "AVATAR_SERVER_START_RATE_PER_MINUTE", 10, 0, 1_000_000),

@@ -15,7 +15,7 @@ within ~0.1 s of ``endsAt`` and the upstream DELETE follows at once.
 | abandon    | grace after the client socket left  | end ``abandoned``                          |
 | check      | every N s while RUNNING             | upstream status; end ``upstream_*`` if over |
 | cancel     | after a failed upstream cancel      | retry the cancel (backoff, up to 1 day)    |
-| sweep      | every 15 s                          | resume orphaned provisioning (dead leases) |
+| sweep      | every lease (15 s)                         | resume orphaned provisioning (dead leases) |
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class TimerLoop:
     async def tick(self) -> None:
         now = time.time()
         if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_EVERY
+            self._next_sweep = now + min(SWEEP_EVERY, self.svc.config.lease_seconds)
             await self.svc.recover()
         members = await self.svc.store.claim_due_timers(now, CLAIM_LEASE)
         if members:
