@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..appkeys import RATE_LIMITER, SESSIONS, SETTINGS, SITES
-from ..errors import Forbidden, LimitExceeded
+from ..errors import Forbidden, LimitExceeded, ValidationFailed
+from ..models.avatars import SESSION_PRESETS
 from ..models.sessions import SessionCreate, SessionRecord
 from ..models.sites import Site, origin_or_none
 from .auth import Principal, bearer, require_admin, site_for_key
@@ -72,10 +73,15 @@ async def _rate_limit(request: web.Request) -> None:
 
 async def start(request: web.Request, starter: Starter, req: SessionCreate) -> tuple[SessionRecord, str]:
     svc = request.app[SESSIONS]
+    avatar = req.avatar
+    if avatar.type == "runway-preset" and avatar.presetId not in SESSION_PRESETS:
+        # refused here, before any upstream call (upstream would answer 400, which is our 502)
+        field = "avatarId" if request.path.endswith("/connect") else "avatar.presetId"
+        raise ValidationFailed(f"{field}: not a preset avatar; expected a custom avatar id or one of "
+                               f"{', '.join(SESSION_PRESETS)}", field=field)
     site = starter.site
     if site is None:
         return await svc.create(req)
-    avatar = req.avatar
     avatar_id = avatar.avatarId if avatar.type == "custom" else avatar.presetId
     if not site.allows_avatar(avatar_id):
         raise Forbidden("this avatar is not available on this site", code="avatar_not_allowed")

@@ -1,0 +1,433 @@
+"""``GET /openapi.json``: the whole API, described from the pydantic models.
+
+One table, ``OPERATIONS``, says for every route its credentials, body model, query
+parameters and answers. A module that adds routes adds its rows with ``register(...)``.
+The published document holds the rows whose route the running app serves, so it never
+describes a route that is not there; ``tests/api/test_openapi.py`` fails when a served
+``/v1`` route has no row.
+
+    python -m avatar_server.api.openapi --markdown > docs/api.md    # the docs page
+    python -m avatar_server.api.openapi --json                      # the document itself
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from ..models.session_views import (
+    ErrorBody,
+    Health,
+    Readiness,
+    SessionConnected,
+    SessionCreated,
+    SessionPage,
+    SessionView,
+)
+from ..models.sessions import SessionConnect, SessionCreate
+from ..models.sites import Site, SiteCreate, SitePage, SitePatch
+
+TITLE = "avatar_server API"
+VERSION = "1.0.0"
+REF = "#/components/schemas/{model}"
+
+ERROR_TEXT = {
+    400: "Bad input (the body is not JSON, or not the expected media type)",
+    401: "No credential, or one that is not valid",
+    403: "A credential that may not do this (e.g. a publishable key outside its site's origins)",
+    404: "Not found",
+    409: "State conflict",
+    413: "Body too large (64 KB; 6 MB on avatar routes)",
+    422: "Validation failed; `error.field` names the field",
+    429: "A limit was hit (`Retry-After` says when to try again)",
+    502: "The upstream refused or failed",
+    503: "The upstream is unavailable",
+    504: "The upstream timed out",
+}
+
+SECURITY_SCHEMES = {
+    "admin": {"type": "http", "scheme": "bearer", "description": "The admin token (AVATAR_SERVER_ADMIN_TOKEN)."},
+    "publishableKey": {"type": "http", "scheme": "bearer",
+                       "description": "A site's publishable key (pk_…), from a page on one of the site's "
+                                      "allowedOrigins; starts sessions only."},
+    "clientToken": {"type": "http", "scheme": "bearer",
+                    "description": "A session's clientToken (ct_…): reads and ends that session only, "
+                                   "until it ends."},
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    schema: dict[str, Any]
+    description: str = ""
+    location: str = "query"
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    tag: str
+    security: tuple[str, ...] = ("admin",)
+    body: type[BaseModel] | None = None
+    responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
+    errors: tuple[int, ...] = ()
+    query: tuple[Param, ...] = ()
+    description: str = ""
+
+
+OPERATIONS: dict[tuple[str, str], Operation] = {}
+
+
+def register(*ops: Operation) -> None:
+    for op in ops:
+        OPERATIONS[(op.method.upper(), op.path)] = op
+
+
+LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}, "page size")
+CURSOR = Param("cursor", {"type": "string", "maxLength": 200}, "the nextCursor of the previous page")
+ADMIN_ERRORS = (401, 403)
+
+register(
+    Operation("GET", "/healthz", "Liveness: 200 while the process serves", "health", (), responses={200: Health}),
+    Operation("GET", "/readyz", "Readiness: 200 only while Redis and the upstream answer", "health", (),
+              responses={200: Readiness, 503: Readiness}),
+    Operation("GET", "/openapi.json", "This document", "health", (), responses={200: None}),
+    Operation("POST", "/v1/sessions", "Start a session (answers at once; provisions in the background)", "sessions",
+              ("admin", "publishableKey"), SessionCreate, {201: SessionCreated}, (400, 401, 403, 413, 422, 429, 502),
+              description="With a publishable key: only from an Origin in the site's allowedOrigins, for an "
+                          "avatar in its avatarIds, below its maxConcurrentSessions (429 concurrency_limit with "
+                          "limit and active) and the per-visitor rate limit (429 rate_limited)."),
+    Operation("POST", "/v1/sessions/connect", "Start a session and wait for its credentials (Runway SDK shape)",
+              "sessions", ("admin", "publishableKey"), SessionConnect, {200: SessionConnected},
+              (400, 401, 403, 409, 413, 422, 429, 502, 503, 504)),
+    Operation("GET", "/v1/sessions", "List sessions (admin)", "sessions", body=None,
+              responses={200: SessionPage}, errors=(401, 403, 422),
+              query=(Param("status", {"type": "string", "enum": ["active", "ended"], "default": "active"}),
+                     LIMIT, Param("cursor", {"type": "string", "pattern": r"^\d{1,16}$"}, "nextCursor"))),
+    Operation("GET", "/v1/sessions/{id}", "Read a session", "sessions", ("admin", "clientToken"),
+              responses={200: SessionView}, errors=(401, 403, 404)),
+    Operation("DELETE", "/v1/sessions/{id}", "End a session (idempotent for the admin)", "sessions",
+              ("admin", "clientToken"), responses={200: SessionView}, errors=(401, 403, 404)),
+    Operation("GET", "/v1/sessions/{id}/signal", "The signal WebSocket (upgrade; ?token=<clientToken>)", "sessions",
+              (), responses={101: None}, errors=(400, 401, 403, 404),
+              query=(Param("token", {"type": "string", "maxLength": 200}, "the session's clientToken",
+                           required=True),),
+              description="Server → client: status, credentials, warning (remainingSeconds), ended (reason), "
+                          "pong, error. Client → server: end, ping (JSON text frames ≤ 1 KB, ≤ 30 per 10 s)."),
+    Operation("POST", "/v1/sites", "Create a site (returns its publishable key)", "sites", body=SiteCreate,
+              responses={201: Site}, errors=(400, *ADMIN_ERRORS, 413, 422)),
+    Operation("GET", "/v1/sites", "List sites, oldest first", "sites", responses={200: SitePage},
+              errors=(*ADMIN_ERRORS, 422), query=(LIMIT, CURSOR)),
+    Operation("GET", "/v1/sites/{id}", "Read a site", "sites", responses={200: Site}, errors=(*ADMIN_ERRORS, 404)),
+    Operation("PATCH", "/v1/sites/{id}", "Change a site (maxDuration: null removes the site's own limit)", "sites",
+              body=SitePatch, responses={200: Site}, errors=(400, *ADMIN_ERRORS, 404, 413, 422)),
+    Operation("DELETE", "/v1/sites/{id}", "Delete a site (its key stops at once; running sessions run on)",
+              "sites", responses={204: None}, errors=(*ADMIN_ERRORS, 404)),
+    Operation("POST", "/v1/sites/{id}/rotate-key", "Replace the publishable key (the old one stops at once)",
+              "sites", responses={200: Site}, errors=(*ADMIN_ERRORS, 404)),
+)
+
+
+def _register_knowledge() -> None:
+    """Avatars and documents (admin); published once their routes are served."""
+    try:
+        from ..models.avatars import Avatar, AvatarCreate, AvatarPatch
+        from ..models.documents import Document, DocumentCreate, DocumentPatch, DocumentSummary
+    except ImportError:  # pragma: no cover - the models are part of the package
+        return
+
+    class AvatarPage(BaseModel):
+        data: list[Avatar]
+        hasMore: bool
+        nextCursor: str | None
+
+    class DocumentPage(BaseModel):
+        data: list[DocumentSummary]
+        hasMore: bool
+        nextCursor: str | None
+
+    up = (502, 503, 504)
+    register(
+        Operation("POST", "/v1/avatars", "Create an avatar", "avatars", body=AvatarCreate, responses={201: Avatar},
+                  errors=(400, *ADMIN_ERRORS, 413, 422, 429, *up)),
+        Operation("GET", "/v1/avatars", "List avatars", "avatars", responses={200: AvatarPage},
+                  errors=(*ADMIN_ERRORS, 422, *up), query=(LIMIT, CURSOR)),
+        Operation("GET", "/v1/avatars/{id}", "Read an avatar", "avatars", responses={200: Avatar},
+                  errors=(*ADMIN_ERRORS, 404, *up)),
+        Operation("PATCH", "/v1/avatars/{id}", "Change an avatar", "avatars", body=AvatarPatch,
+                  responses={200: Avatar}, errors=(400, *ADMIN_ERRORS, 404, 413, 422, *up)),
+        Operation("DELETE", "/v1/avatars/{id}", "Delete an avatar", "avatars", responses={204: None},
+                  errors=(*ADMIN_ERRORS, 404, *up)),
+        Operation("PUT", "/v1/avatars/{id}/documents/{documentId}", "Link a document to an avatar", "avatars",
+                  responses={200: Avatar}, errors=(*ADMIN_ERRORS, 404, 422, *up)),
+        Operation("DELETE", "/v1/avatars/{id}/documents/{documentId}", "Unlink a document", "avatars",
+                  responses={200: Avatar}, errors=(*ADMIN_ERRORS, 404, *up)),
+        Operation("POST", "/v1/documents", "Create a knowledge document", "documents", body=DocumentCreate,
+                  responses={201: Document}, errors=(400, *ADMIN_ERRORS, 413, 422)),
+        Operation("GET", "/v1/documents", "List documents", "documents", responses={200: DocumentPage},
+                  errors=(*ADMIN_ERRORS, 422), query=(LIMIT, CURSOR)),
+        Operation("GET", "/v1/documents/{id}", "Read a document", "documents", responses={200: Document},
+                  errors=(*ADMIN_ERRORS, 404)),
+        Operation("PATCH", "/v1/documents/{id}", "Change a document", "documents", body=DocumentPatch,
+                  responses={200: Document}, errors=(400, *ADMIN_ERRORS, 404, 413, 422)),
+        Operation("DELETE", "/v1/documents/{id}", "Delete a document", "documents", responses={204: None},
+                  errors=(*ADMIN_ERRORS, 404, 409)),
+    )
+
+
+_register_knowledge()
+
+
+# --------------------------------------------------------------------------- building
+
+
+def served_routes(app: web.Application) -> set[tuple[str, str]]:
+    out = set()
+    for route in app.router.routes():
+        if route.resource is None or route.method in ("HEAD", "OPTIONS", "*"):
+            continue
+        info = route.resource.get_info()
+        path = info.get("path") or info.get("formatter")
+        if path:
+            out.add((route.method.upper(), path))
+    return out
+
+
+def undocumented(app: web.Application) -> list[tuple[str, str]]:
+    """Served routes of the public API (not the engine) with no row in ``OPERATIONS``."""
+    return sorted(r for r in served_routes(app)
+                  if r not in OPERATIONS and (r[1].startswith("/v1/") or r[1] in ("/healthz", "/readyz")))
+
+
+def build_spec(routes: Iterable[tuple[str, str]] | None = None) -> dict[str, Any]:
+    wanted = set(routes) if routes is not None else set(OPERATIONS)
+    ops = [op for key, op in sorted(OPERATIONS.items(), key=lambda kv: (kv[0][1], kv[0][0])) if key in wanted]
+    models: dict[tuple[type[BaseModel], str], None] = {(ErrorBody, "serialization"): None}
+    for op in ops:
+        if op.body is not None:
+            models[(op.body, "validation")] = None
+        for m in op.responses.values():
+            if m is not None:
+                models[(m, "serialization")] = None
+    key_map, defs = models_json_schema(list(models), ref_template=REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in ops:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, key_map)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": TITLE, "version": VERSION,
+                 "description": "Sessions, sites, avatars and knowledge documents of avatar_server. "
+                                "JSON, camelCase; errors are {\"error\": {\"code\", \"message\", ...}}."},
+        "paths": paths,
+        "components": {"schemas": defs.get("$defs", {}), "securitySchemes": SECURITY_SCHEMES},
+    }
+
+
+def _operation(op: Operation, key_map: dict[Any, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "operationId": f"{op.method.lower()}_{op.path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}"
+                       .replace("-", "_").replace(".", "_"),
+        "summary": op.summary,
+        "tags": [op.tag],
+        "security": [{name: []} for name in op.security],
+    }
+    if op.description:
+        out["description"] = op.description
+    params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1,
+                                                                        "maxLength": 64}}
+              for name in _path_params(op.path)]
+    params += [{"name": p.name, "in": p.location, "required": p.required, "schema": p.schema,
+                **({"description": p.description} if p.description else {})} for p in op.query]
+    if params:
+        out["parameters"] = params
+    if op.body is not None:
+        out["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": key_map[(op.body, "validation")]}}}
+    responses: dict[str, Any] = {}
+    for status, model in sorted(op.responses.items()):
+        entry: dict[str, Any] = {"description": model.__doc__.strip().splitlines()[0]
+                                 if model is not None and model.__doc__ else _status_text(status)}
+        if model is not None:
+            entry["content"] = {"application/json": {"schema": key_map[(model, "serialization")]}}
+        responses[str(status)] = entry
+    error_ref = key_map[(ErrorBody, "serialization")]
+    for status in op.errors:
+        responses[str(status)] = {"description": ERROR_TEXT.get(status, "Error"),
+                                  "content": {"application/json": {"schema": error_ref}}}
+    out["responses"] = responses
+    return out
+
+
+def _status_text(status: int) -> str:
+    return {101: "Switching Protocols (WebSocket)", 204: "No Content"}.get(status, "OK")
+
+
+def _path_params(path: str) -> list[str]:
+    return [seg[1:-1] for seg in path.split("/") if seg.startswith("{") and seg.endswith("}")]
+
+
+# --------------------------------------------------------------------------- serving
+
+routes = web.RouteTableDef()
+
+
+@functools.lru_cache(maxsize=8)
+def _spec_text(served: frozenset[tuple[str, str]]) -> str:
+    return json.dumps(build_spec(served))
+
+
+@routes.get("/openapi.json")
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(text=_spec_text(frozenset(served_routes(request.app))), content_type="application/json",
+                        headers={"Cache-Control": "public, max-age=300"})
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def spec_for_default_app() -> dict[str, Any]:
+    """The document a default server publishes (built from its router, without starting it)."""
+    from ..app import create_app
+    from ..settings import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app(Settings(admin_token="adm_" + "0" * 32, data_dir=Path(tmp)))
+        return build_spec(served_routes(app))
+
+
+def to_markdown(spec: dict[str, Any]) -> str:
+    schemas = spec["components"]["schemas"]
+    lines = [
+        "# API reference",
+        "",
+        "<!-- Generated by `python -m avatar_server.api.openapi --markdown > docs/api.md` from the same",
+        "     table and pydantic models that `GET /openapi.json` serves. Do not edit by hand;",
+        "     tests/api/test_openapi.py fails when this file is out of step. -->",
+        "",
+        spec["info"]["description"],
+        "",
+        "Credentials (`Authorization: Bearer …`):",
+        "",
+        *(f"- **{name}**: {s['description']}" for name, s in spec["components"]["securitySchemes"].items()),
+        "",
+    ]
+    by_tag: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            by_tag.setdefault(op["tags"][0], []).append((method.upper(), path, op))
+    for tag in sorted(by_tag):
+        lines += [f"## {tag}", ""]
+        for method, path, op in by_tag[tag]:
+            auth = ", ".join(next(iter(s)) for s in op["security"]) or "none"
+            lines += [f"### `{method} {path}`", "", op["summary"] + ".", "", f"Credentials: {auth}.", ""]
+            if op.get("description"):
+                lines += [op["description"], ""]
+            query = [p for p in op.get("parameters", []) if p["in"] == "query"]
+            if query:
+                lines.append("Query: " + ", ".join(
+                    f"`{p['name']}` ({_type(p['schema'], schemas)}{', required' if p['required'] else ''})"
+                    for p in query) + ".")
+                lines.append("")
+            body = op.get("requestBody")
+            if body:
+                ref = body["content"]["application/json"]["schema"]
+                lines += [f"Body: {_type(ref, schemas)}.", ""]
+            answers, errors = [], []
+            for status, resp in op["responses"].items():
+                schema = resp.get("content", {}).get("application/json", {}).get("schema")
+                if schema is not None and schema.get("$ref", "").endswith("/ErrorBody"):
+                    errors.append(f"`{status}`")
+                else:
+                    answers.append(f"`{status}`" + (f" {_type(schema, schemas)}" if schema
+                                                    else f" ({resp['description']})"))
+            lines += ["Answers: " + ", ".join(answers) + "."]
+            if errors:
+                lines += ["Errors ([ErrorBody](#errorbody)): " + ", ".join(errors) + "."]
+            lines.append("")
+    lines += ["## Schemas", ""]
+    for name in sorted(schemas):
+        schema = schemas[name]
+        lines += [f"### {name}", ""]
+        if schema.get("description"):
+            lines += [" ".join(schema["description"].split()), ""]
+        props = schema.get("properties")
+        if props:
+            required = set(schema.get("required", []))
+            lines += ["| field | type | required | notes |", "|---|---|---|---|"]
+            for prop, sub in props.items():
+                lines.append(f"| `{prop}` | {_type(sub, schemas)} | {'yes' if prop in required else ''} | "
+                             f"{_notes(sub)} |")
+            lines.append("")
+        elif "enum" in schema:
+            lines += ["One of " + ", ".join(f"`{v}`" for v in schema["enum"]) + ".", ""]
+        elif "oneOf" in schema or "anyOf" in schema:
+            lines += [f"{_type(schema, schemas)}.", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _type(schema: dict[str, Any] | None, schemas: dict[str, Any]) -> str:
+    if not schema:
+        return "any"
+    if "$ref" in schema:
+        return f"[{schema['$ref'].rsplit('/', 1)[1]}](#{schema['$ref'].rsplit('/', 1)[1].lower()})"
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return " \\| ".join(_type(s, schemas) for s in schema[key])
+    if "const" in schema:
+        return f"`{json.dumps(schema['const'])}`"
+    if "enum" in schema:
+        return " \\| ".join(f"`{v}`" for v in schema["enum"])
+    kind = schema.get("type", "any")
+    if kind == "array":
+        return f"array of {_type(schema.get('items'), schemas)}"
+    if kind == "null":
+        return "null"
+    return str(kind)
+
+
+def _notes(schema: dict[str, Any]) -> str:
+    notes = []
+    if schema.get("description"):
+        notes.append(" ".join(schema["description"].split()))
+    for key, label in (("minLength", "min length"), ("maxLength", "max length"), ("minimum", "≥"),
+                       ("maximum", "≤"), ("minItems", "min items"), ("maxItems", "max items"), ("pattern", "pattern")):
+        value = schema.get(key)
+        if value is None:
+            for sub in schema.get("anyOf", []):
+                if key in sub:
+                    value = sub[key]
+        if value is not None:
+            notes.append(f"{label} `{value}`" if key == "pattern" else f"{label} {value}")
+    if "default" in schema and schema["default"] is not None:
+        notes.append(f"default `{json.dumps(schema['default'])}`")
+    return "; ".join(notes).replace("|", "\\|")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m avatar_server.api.openapi")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--markdown", action="store_true", help="docs/api.md")
+    group.add_argument("--json", action="store_true", help="the OpenAPI document")
+    args = parser.parse_args(argv)
+    spec = spec_for_default_app()
+    sys.stdout.write(to_markdown(spec) if args.markdown else json.dumps(spec, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""What the session routes answer, as pydantic models: the contract /openapi.json publishes.
+
+The handlers in ``api.sessions`` build these bodies; ``tests/api/test_fuzz_openapi.py`` checks
+the live responses against the schemas generated from these models. No I/O here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from .sessions import EndReason, SessionStatus
+
+
+class SessionCreated(BaseModel):
+    """``POST /v1/sessions`` → 201. Provisioning goes on in the background."""
+
+    id: str
+    status: SessionStatus
+    clientToken: str = Field(description="ct_…: reads and ends this session and opens its signal socket")
+    signalUrl: str = Field(description="ws(s)://…/v1/sessions/{id}/signal; add ?token=<clientToken>")
+    maxDuration: int
+    createdAt: str
+
+
+class SessionConnected(BaseModel):
+    """``POST /v1/sessions/connect`` → 200 once the credentials are ready (Runway's connectUrl shape)."""
+
+    sessionId: str
+    serverUrl: str
+    token: str = Field(description="the one-time media credential, for this browser only")
+    roomName: str
+    transport: Literal["livekit", "webrtc"]
+    clientToken: str
+    signalUrl: str
+    endsAt: str | None
+
+
+class SessionView(BaseModel):
+    """``GET /v1/sessions/{id}``: never a secret, session key or credential."""
+
+    id: str
+    status: SessionStatus
+    queued: bool
+    avatar: dict[str, Any]
+    maxDuration: int
+    createdAt: str | None
+    readyAt: str | None
+    startedAt: str | None
+    endsAt: str | None
+    endedAt: str | None
+    endReason: EndReason | None
+    endMessage: str | None
+    upstreamId: str | None
+    upstreamStatus: str | None
+    upstreamDuration: int | None
+    siteId: str | None
+
+
+class SessionPage(BaseModel):
+    """``GET /v1/sessions``: newest first."""
+
+    data: list[SessionView]
+    hasMore: bool
+    nextCursor: str | None
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable snake_case code, e.g. origin_not_allowed, concurrency_limit")
+    message: str = Field(description="for a person")
+    field: str | None = Field(None, description="the offending field (dotted camelCase path), on 400/422")
+    limit: int | None = Field(None, description="the limit that was hit (413, 429, some 422)")
+    active: int | None = Field(None, description="the site's sessions not yet ENDED (429 concurrency_limit)")
+
+    model_config = {"extra": "allow"}
+
+
+class ErrorBody(BaseModel):
+    """Every error: ``{"error": {"code", "message", ...}}``."""
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    redis: bool
+    upstream: bool
