@@ -17,6 +17,7 @@ import redis as redis_sync
 
 from avatar_server.store.embedded import free_port
 
+from .leakcheck import leak_guard  # noqa: F401  (autouse: no secret in browser answers, frames or logs)
 from .harness import (
     ENGINE_KEY,
     EngineHarness,

@@ -48,6 +48,7 @@ async def test_crud_and_paging(server: ServerHarness) -> None:
     assert patched["publishableKey"] == site["publishableKey"]
     ids = [site["id"]] + [(await make_site(server, name=f"s{i}"))["id"] for i in range(4)]
     seen: list[str] = []
+    created: list[str] = []
     cursor = None
     while True:
         q = "/v1/sites?limit=2" + (f"&cursor={cursor}" if cursor else "")
@@ -55,11 +56,14 @@ async def test_crud_and_paging(server: ServerHarness) -> None:
         assert status == 200, page
         assert len(page["data"]) <= 2
         seen += [s["id"] for s in page["data"]]
+        created += [s["createdAt"] for s in page["data"]]
         if not page["hasMore"]:
             assert page["nextCursor"] is None
             break
         cursor = page["nextCursor"]
-    assert seen == ids
+    # every site once, oldest first (ties within a millisecond ordered by id)
+    assert sorted(seen) == sorted(ids) and len(set(seen)) == len(seen)
+    assert created == sorted(created)
     status, _ = await server.admin("DELETE", f"/v1/sites/{site['id']}")
     assert status == 204
     status, err = await server.admin("GET", f"/v1/sites/{site['id']}")
