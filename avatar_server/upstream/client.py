@@ -74,6 +74,8 @@ from avatar_server.upstream.wire import ConsumeResult, CreatedSession, UpstreamS
 logger = logging.getLogger("avatar_server.upstream")
 
 SESSIONS_PATH = "/v1/realtime_sessions"
+AVATARS_PATH = "/v1/avatars"
+DOCUMENTS_PATH = "/v1/documents"
 PING_PATH = f"{SESSIONS_PATH}/00000000-0000-4000-8000-000000000000"
 PING_TIMEOUT = 2.0
 _MESSAGE_LIMIT = 300
@@ -189,6 +191,86 @@ class UpstreamClient:
             return ConsumeResult.model_validate(resp.json())
         except ValueError as exc:
             raise _malformed("consume", exc) from exc
+
+    # -- avatars and documents (Runway's field names, passed through) ------
+
+    async def create_avatar(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/avatars`` → the avatar object. Never retried after an ambiguous failure."""
+        return await self._create(AVATARS_PATH, body, "create_avatar")
+
+    async def get_avatar(self, avatar_id: str) -> dict[str, Any]:
+        return await self._object("GET", _item_path(AVATARS_PATH, avatar_id), "get_avatar")
+
+    async def list_avatars(self, *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        return await self._page(AVATARS_PATH, "list_avatars", limit, cursor)
+
+    async def update_avatar(self, avatar_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``PATCH /v1/avatars/{id}`` (retried like GET: the same PATCH twice has the same result)."""
+        return await self._object("PATCH", _item_path(AVATARS_PATH, avatar_id), "update_avatar", json=body)
+
+    async def delete_avatar(self, avatar_id: str) -> bool:
+        """True if deleted, False if the upstream says 404 (already gone)."""
+        return await self._delete(_item_path(AVATARS_PATH, avatar_id), "delete_avatar")
+
+    async def create_document(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/documents`` → the document object. Never retried after an ambiguous failure."""
+        return await self._create(DOCUMENTS_PATH, body, "create_document")
+
+    async def get_document(self, document_id: str) -> dict[str, Any]:
+        return await self._object("GET", _item_path(DOCUMENTS_PATH, document_id), "get_document")
+
+    async def list_documents(self, *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        return await self._page(DOCUMENTS_PATH, "list_documents", limit, cursor)
+
+    async def update_document(self, document_id: str, body: dict[str, Any]) -> None:
+        """``PATCH /v1/documents/{id}`` (name and/or content); Runway answers 204."""
+        await self._send("PATCH", _item_path(DOCUMENTS_PATH, document_id), op="update_document", json=body)
+
+    async def delete_document(self, document_id: str) -> bool:
+        """True if deleted (and detached from every avatar), False if the upstream says 404."""
+        return await self._delete(_item_path(DOCUMENTS_PATH, document_id), "delete_document")
+
+    async def _create(self, path: str, body: dict[str, Any], op: str) -> dict[str, Any]:
+        resp, request_id = await self._send(
+            "POST", path, op=op, json=body, retry_statuses=CREATE_RETRYABLE_STATUSES, non_idempotent=True
+        )
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise self._ambiguous(op, "POST", path, request_id, body, "unreadable 200 body") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            raise self._ambiguous(op, "POST", path, request_id, body, "200 body without an id")
+        return data
+
+    async def _object(self, method: str, path: str, op: str, json: Any = None) -> dict[str, Any]:
+        resp, _ = await self._send(method, path, op=op, json=json)
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise _malformed(op, exc) from exc
+        if not isinstance(data, dict):
+            raise _malformed(op, TypeError("not an object"))
+        return data
+
+    async def _page(self, path: str, op: str, limit: int, cursor: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        resp, _ = await self._send("GET", path, op=op, params=params)
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise _malformed(op, exc) from exc
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise _malformed(op, TypeError("not a page"))
+        return data
+
+    async def _delete(self, path: str, op: str) -> bool:
+        try:
+            await self._send("DELETE", path, op=op)
+        except NotFound:
+            return False
+        return True
 
     # -- generic -----------------------------------------------------------
 
@@ -362,6 +444,12 @@ def _session_path(upstream_id: str) -> str:
     return f"{SESSIONS_PATH}/{quote(upstream_id, safe='')}"
 
 
+def _item_path(collection: str, item_id: str) -> str:
+    if not item_id:
+        raise ValueError("an id is required")
+    return f"{collection}/{quote(item_id, safe='')}"
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
@@ -412,7 +500,7 @@ def _status_error(
         err = UpstreamUnavailable(detail, upstreamStatus=status, headers=headers)
         err.retry_after = retry_after  # type: ignore[attr-defined]
         return err
-    if status == 404 and op != "create":
+    if status == 404 and not op.startswith("create"):
         return NotFound(detail)
     if status in (401, 403):
         code = "upstream_consume_refused" if op == "consume" else "upstream_auth"

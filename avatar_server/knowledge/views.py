@@ -1,0 +1,63 @@
+"""What the avatar and document routes answer: Runway-shaped views of the upstream's objects
+(checked with our models), the picture ``usedBy`` shows, the 422 of the token budget, and the
+timestamp format of the cached records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pydantic
+
+from ..errors import UpstreamError, ValidationFailed
+from ..models.avatars import Avatar
+from ..models.documents import Document
+
+
+def budget_error(*, avatar_id: str | None, current: int, document_tokens: int, limit: int, field: str,
+                 document_id: str | None = None) -> ValidationFailed:
+    what = f"document {document_id}" if document_id else "the documents being linked"
+    return ValidationFailed(
+        f"{field}: {f'avatar {avatar_id}' if avatar_id else 'the new avatar'} has {current} tokens of knowledge; {what} would add {document_tokens}, "
+        f"passing the limit of {limit}",
+        field=field, code="knowledge_budget_exceeded", avatarId=avatar_id, documentId=document_id,
+        currentTokens=current, documentTokens=document_tokens, limit=limit,
+    )
+
+
+IMAGE_URL_MAX = 65_536  # a preview data: URI larger than this is left out of usedBy
+
+
+def image_url(avatar: dict[str, Any]) -> str | None:
+    """The avatar's picture for ``usedBy``: the processed image, else the reference preview — an
+    http(s) URL, or a small ``data:image/`` preview (the local engine's)."""
+    for key in ("processedImageUri", "referenceImageUri"):
+        value = avatar.get(key)
+        if not isinstance(value, str):
+            continue
+        if value.startswith(("https://", "http://")) and len(value) <= 2048:
+            return value
+        if value.startswith("data:image/") and len(value) <= IMAGE_URL_MAX:
+            return value
+    return None
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def avatar_view(raw: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return Avatar.model_validate(raw).model_dump(mode="json")
+    except pydantic.ValidationError:
+        raise UpstreamError("the upstream answered an avatar we cannot read", code="upstream_malformed") from None
+
+
+def document_view(up: dict[str, Any], tokens: int, users: list[dict[str, Any]]) -> dict[str, Any]:
+    try:
+        doc = Document.model_validate({**up, "type": up.get("type") or "text", "tokens": tokens,
+                                       "usedBy": users})
+    except pydantic.ValidationError:
+        raise UpstreamError("the upstream answered a document we cannot read",
+                            code="upstream_malformed") from None
+    return doc.model_dump(mode="json")
