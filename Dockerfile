@@ -1,5 +1,14 @@
 # Slim image, non-root user. In compose, Redis is its own service (REDIS_URL); without
 # REDIS_URL the image falls back to the embedded redis-server it also carries.
+
+# Stage 1: the widget's Runway (LiveKit) transport, web/vendor/dist/runway-avatars.js, bundled
+# from npm (@runwayml/avatars) with esbuild. Only this stage needs Node.
+FROM node:20-slim AS vendor
+WORKDIR /vendor
+COPY web/vendor/package.json web/vendor/package-lock.json web/vendor/build.mjs ./
+COPY web/vendor/src ./src
+RUN npm ci --no-audit --no-fund && npm run build
+
 FROM python:3.11-slim
 
 RUN apt-get update \
@@ -11,6 +20,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY avatar_server ./avatar_server
 COPY web ./web
+COPY --from=vendor /vendor/dist ./web/vendor/dist
 RUN pip install --no-cache-dir . \
  && mkdir -p /data && chown avatar /data
 

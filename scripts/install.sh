@@ -39,8 +39,17 @@ else
   .venv/bin/python -m pip install -q -e .
 fi
 # The Runway (LiveKit) transport bundle for the widget is built when Node is present.
+# A failed build never fails the install: it says so in one line and the server runs without it.
 if [ -f web/vendor/package.json ] && command -v npm >/dev/null 2>&1; then
-  (cd web/vendor && npm install --silent --no-audit --no-fund && npm run --silent build) || \
-    echo "note: the Runway SDK bundle was not built; the local-engine transport works without it" >&2
+  npm_get=install
+  [ -f web/vendor/package-lock.json ] && npm_get=ci
+  if (cd web/vendor && npm "$npm_get" --silent --no-audit --no-fund && npm run --silent build) >/dev/null 2>&1; then
+    echo "built web/vendor/dist/runway-avatars.js (Runway transport for the widget)"
+  else
+    echo "note: the Runway SDK bundle (web/vendor) was not built (npm $npm_get or the build failed);" \
+         "the local-engine transport works without it" >&2
+  fi
+elif [ -f web/vendor/package.json ]; then
+  echo "note: npm not found, the Runway SDK bundle (web/vendor) was not built; the local-engine transport works without it" >&2
 fi
 echo "installed into .venv"

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import aioice.ice
 import numpy as np
 from aiortc import (
@@ -162,3 +163,14 @@ async def connect(answer_fn: Callable[[dict[str, str]], Any]) -> RtcClient:
     answer = await answer_fn(await client.offer())
     await client.accept(answer)
     return client
+
+
+async def connect_over_http(http: aiohttp.ClientSession, url: str, token: str) -> RtcClient:
+    """A client whose offer is POSTed to ``url`` (the WebRTC credentials' URL and bearer token)."""
+
+    async def answer(offer: dict[str, str]) -> dict[str, str]:
+        async with http.post(url, json=offer, headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 200, await r.text()
+            return await r.json()
+
+    return await connect(answer)

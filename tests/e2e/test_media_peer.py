@@ -87,7 +87,7 @@ def _digest(luma: np.ndarray) -> str:
 
 
 async def test_video_is_512_square_and_alive(manager: MediaManager) -> None:
-    client, _ = await start(manager, "s-video", start_script=None)
+    client, _ = await start(manager, "s-video", start_script="")
     try:
         await client.wait_for(lambda: len(client.video) >= 40)
         assert {(v.width, v.height) for v in client.video} == {(512, 512)}
@@ -116,7 +116,7 @@ async def test_start_script_is_spoken_and_transcribed(manager: MediaManager) -> 
 
 
 async def test_text_message_gets_a_grounded_reply(manager: MediaManager) -> None:
-    client, _ = await start(manager, "s-chat", start_script=None)
+    client, _ = await start(manager, "s-chat", start_script="")
     try:
         await client.wait_open()
         client.send({"type": "user_message", "text": "How long does a refund take?"})
@@ -142,7 +142,7 @@ async def test_text_message_gets_a_grounded_reply(manager: MediaManager) -> None
 
 
 async def test_visitor_mic_gives_the_listening_cue(manager: MediaManager) -> None:
-    client, _ = await start(manager, "s-mic", start_script=None)
+    client, _ = await start(manager, "s-mic", start_script="")
     try:
         peer = manager.peer("s-mic")
         assert peer is not None
@@ -164,7 +164,7 @@ def _greenish(rgb: tuple[float, float, float]) -> bool:
 
 
 async def test_end_call_closes_the_peer_and_reports_it(manager: MediaManager) -> None:
-    client, rec = await start(manager, "s-end", start_script=None)
+    client, rec = await start(manager, "s-end", start_script="")
     try:
         await client.wait_open()
         assert manager.active_count() == 1
@@ -177,14 +177,14 @@ async def test_end_call_closes_the_peer_and_reports_it(manager: MediaManager) ->
 
 
 async def test_visitor_hanging_up_closes_the_peer(manager: MediaManager) -> None:
-    client, rec = await start(manager, "s-hangup", start_script=None)
+    client, rec = await start(manager, "s-hangup", start_script="")
     await client.close()
     assert await asyncio.wait_for(rec.closed, 30) in ("remote_closed", "failed")
     assert manager.active_count() == 0
 
 
 async def test_close_is_idempotent_and_reports_once(manager: MediaManager) -> None:
-    client, rec = await start(manager, "s-close", start_script=None)
+    client, rec = await start(manager, "s-close", start_script="")
     try:
         assert await manager.close_session("s-close") is True
         assert await manager.close_session("s-close") is False
@@ -209,10 +209,10 @@ async def test_close_is_idempotent_and_reports_once(manager: MediaManager) -> No
 async def test_two_sessions_at_once_and_one_peer_per_session(manager: MediaManager) -> None:
     (a, _), (b, _) = await asyncio.gather(
         start(
-            manager, "s-a", start_script=None, avatar={"type": "runway-preset", "presetId": "tennis-coach"}
+            manager, "s-a", start_script="", avatar={"type": "runway-preset", "presetId": "tennis-coach"}
         ),
         start(
-            manager, "s-b", start_script=None, avatar={"type": "runway-preset", "presetId": "cat-character"}
+            manager, "s-b", start_script="", avatar={"type": "runway-preset", "presetId": "cat-character"}
         ),
     )
     try:

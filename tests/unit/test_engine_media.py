@@ -69,6 +69,8 @@ def test_rank_prefers_the_passage_about_the_question() -> None:
 
 def test_stemming_matches_word_forms() -> None:
     assert conv.stem("refunds") == conv.stem("refunded") == conv.stem("refunding") == "refund"
+    assert conv.stem("purr") == conv.stem("purrs") == conv.stem("purring") == conv.stem("purred")
+    assert conv.stem("ship") == conv.stem("shipping") == conv.stem("shipped") == conv.stem("ships")
     assert conv.stem("shipping") == conv.stem("ship")
     assert conv.stem("policies") == "policy"
     assert conv.stem("received") == conv.stem("receive")
@@ -92,6 +94,12 @@ def test_nothing_matches_says_so_plainly() -> None:
 
 def test_greeting_and_tones() -> None:
     assert conv.answer("hello!", DOCS, "cheerful and upbeat").text.startswith("Hi there!")
+    for small_talk in ("Hello there!", "hey, how are you?", "good morning"):
+        reply = conv.answer(small_talk, DOCS, None)
+        assert reply.text.startswith("Hello!") and not reply.grounded, small_talk
+    assert conv.answer("thanks a lot!", DOCS, None).text.startswith("You're welcome")
+    # a greeting with a question in it is answered from the documents
+    assert conv.answer("hi, how long does a refund take?", DOCS, None).grounded
     assert conv.tone_for("A patient cooking teacher").opener == "Of course."  # first matching tone wins
     assert conv.tone_for(None) == conv.tone_for("") == conv.tone_for("Someone.")
 
@@ -278,3 +286,21 @@ async def test_audio_track_plays_utterances_then_silence() -> None:
     assert all(level > 0.3 for level in levels[:3]) and levels[3:] == [0.0, 0.0]
     assert not track.speaking and track.utterances_played == 1
     track.stop()
+
+
+def test_every_session_preset_has_a_profile_that_answers_from_its_own_document() -> None:
+    from avatar_server.engine.presets import PRESETS, preset_documents, preset_of
+    from avatar_server.models.avatars import SESSION_PRESETS
+
+    assert set(PRESETS) == set(SESSION_PRESETS)
+    assert preset_of({"type": "custom", "avatarId": "x"}) is None
+    assert preset_documents({"type": "runway-preset", "presetId": "unknown"}) == []
+    questions = {"tennis-coach": ("How does scoring work in tennis?", "fifteen"),
+                 "cooking-teacher": ("How do I cook pasta?", "salted boiling water"),
+                 "cat-character": ("Why do cats purr?", "purrs when content")}
+    for preset_id, (question, expected) in questions.items():
+        avatar = {"type": "runway-preset", "presetId": preset_id}
+        reply = conv.answer(question, preset_documents(avatar), PRESETS[preset_id].personality)
+        assert reply.grounded and expected in reply.text, (preset_id, reply)
+    # the shared document says what the demo is
+    assert "local engine" in conv.answer("What is this conversation?", preset_documents(avatar), None).text

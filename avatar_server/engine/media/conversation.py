@@ -77,12 +77,16 @@ def stem(word: str) -> str:
                 return word[: -len(suffix)] + "y"
             if suffix == "s" and word.endswith("ss"):
                 return word
-            word = word[: -len(suffix)]
-            if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "lsz":
-                word = word[:-1]  # shipp(ing) → ship
-            return word
+            return _undouble(word[: -len(suffix)])
     if len(word) > 4 and word.endswith("e"):
         return word[:-1]  # receive → receiv, like receiv(ed)
+    return _undouble(word)
+
+
+def _undouble(word: str) -> str:
+    """shipp(ing) → ship; applied to every word so that purr, purrs and purring all give pur."""
+    if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "lsz":
+        return word[:-1]
     return word
 
 
@@ -248,7 +252,8 @@ class Reply:
     sources: tuple[str, ...] = ()
 
 
-_GREETING = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|greetings)\b[\s!.,]*$", re.I)
+_GREETING = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening|day)|greetings)\b", re.I)
+_THANKS = re.compile(r"\b(thanks|thank you|cheers)\b", re.I)
 
 
 def _trim(text: str, limit: int) -> str:
@@ -267,7 +272,9 @@ def _trim(text: str, limit: int) -> str:
 
 def compose_reply(question: str, passages: Sequence[Passage], personality: str | None) -> Reply:
     tone = tone_for(personality)
-    if _GREETING.match(question):
+    if not terms(_GREETING.sub("", question)):  # small talk ("hello there!", "how are you?", "thanks"): nothing to look up
+        if _THANKS.search(question):
+            return Reply("You're welcome! Anything else you'd like to know?", grounded=False)
         return Reply(f"{tone.greeting} Ask me anything about what I know.", grounded=False)
     hits = [h for h in rank(question, passages) if h.coverage >= MIN_COVERAGE]
     if not hits:

@@ -41,6 +41,7 @@ from avatar_server.engine.media.conversation import MAX_QUESTION_CHARS, Knowledg
 from avatar_server.engine.media.portrait import avatar_seed
 from avatar_server.engine.media.speech import SpeechSynth, voice_of_avatar
 from avatar_server.engine.media.video import AvatarVideoTrack, FrameRenderer
+from avatar_server.engine.presets import preset_documents, preset_of
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,9 @@ class EnginePeer:
     ) -> None:
         self.session_id = session_id
         self.avatar = avatar
-        self.personality = personality if personality is not None else avatar.get("personality")
-        self.start_script = start_script if start_script is not None else avatar.get("startScript")
+        preset = preset_of(avatar)
+        self.personality = _first(personality, avatar.get("personality"), preset and preset.personality)
+        self.start_script = _first(start_script, avatar.get("startScript"), preset and preset.start_script)
         self.state = PeerState.NEW
         self.close_reason: CloseReason | None = None
         self._speech = speech
@@ -235,6 +237,7 @@ class EnginePeer:
                 docs = await self._knowledge.passages(self.avatar)
             except Exception:  # a broken knowledge source must not end the call
                 log.exception("session %s: knowledge source failed", self.session_id)
+        docs = docs or preset_documents(self.avatar)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, answer, text, docs, self.personality)
 
@@ -324,3 +327,8 @@ class EnginePeer:
             log.info("session %s: media peer closed (%s)", self.session_id, reason.value)
             if reason is not CloseReason.NEGOTIATION_FAILED:  # nothing started: the owner just gets the error
                 self._call(self._on_closed, reason.value)
+
+
+def _first(*values: Any) -> str | None:
+    """The first of ``values`` that is a string (an empty string counts: it means 'say nothing')."""
+    return next((v for v in values if isinstance(v, str)), None)
