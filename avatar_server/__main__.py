@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -36,27 +37,45 @@ def _serve(argv: list[str]) -> int:
               f"{settings.data_dir / 'admin-token'} unless AVATAR_SERVER_ADMIN_TOKEN is set", flush=True)
 
     web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=banner,
-                shutdown_timeout=10)
+                shutdown_timeout=10, keepalive_timeout=settings.idle_timeout)
     return 0
 
 
 def _engine(argv: list[str]) -> int:
+    from pathlib import Path
+
     from .engine.api import create_engine_app
     from .engine.config import EngineConfig
     from .settings import Settings, load_or_create_admin_token
+    from .store.connection import RedisHandle, open_redis
+    from .store.engine_catalog import EngineCatalogStore
 
     parser = argparse.ArgumentParser(prog="avatar-server engine", description="The local Runway-compatible engine")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--api-key", action="append", default=[],
                         help="accepted API key (repeatable; default: the admin token)")
+    parser.add_argument("--data-dir", type=Path,
+                        help="where the embedded Redis keeps the engine's avatars and documents when "
+                             "REDIS_URL is not set (default: <AVATAR_SERVER_DATA_DIR>/engine)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     setup_logging(settings.log_level, settings.log_json)
     keys = list(args.api_key) or [load_or_create_admin_token(settings)[0]]
     host = args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    data_dir: Path = args.data_dir or settings.data_dir / "engine"
+    redis: list[RedisHandle] = []
+
+    async def redis_ctx(_: web.Application) -> AsyncIterator[None]:
+        # REDIS_URL (keys under the engine's own prefix), else an embedded redis-server in data_dir
+        redis.append(await open_redis(settings.redis_url, data_dir))
+        yield
+        await redis[0].close()
+
     engine = create_engine_app(EngineConfig.from_env(os.environ), api_keys=lambda: keys,
-                               public_url=f"http://{host}:{args.port}")
+                               public_url=f"http://{host}:{args.port}",
+                               catalog_store=lambda: EngineCatalogStore(redis[0].client))
+    engine.cleanup_ctx.append(redis_ctx)
     web.run_app(engine, host=args.host, port=args.port, access_log=None,
                 print=lambda _: print(f"avatar-server engine on http://{host}:{args.port}", flush=True))
     return 0

@@ -8,23 +8,40 @@ session service → timer loop. Long-lived WebSockets are closed in ``on_shutdow
 from __future__ import annotations
 
 import contextlib
-import os
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from . import appkeys as K
-from .api import cors, health, middlewares, openapi, security, sessions, signal, sites
+from .api import (
+    avatars,
+    cors,
+    documents,
+    health,
+    middlewares,
+    openapi,
+    pages,
+    security,
+    sessions,
+    signal,
+    sites,
+)
+from .demo import ensure_demo_site
 from .engine.api import create_engine_app
 from .engine.config import EngineConfig
+from .knowledge.service import KnowledgeService, end_avatar_sessions
 from .logs import install_redaction, register_secret
 from .sessions.service import LifecycleConfig, SessionService
 from .sessions.timers import TimerLoop
 from .settings import Settings, load_or_create_admin_token
 from .signalling.broker import SignalBroker
 from .store.connection import open_redis
+from .store.demo import DemoSiteRef
+from .store.engine_catalog import EngineCatalogStore
 from .store.events import EventBus
+from .store.knowledge import KnowledgeLock, KnowledgeStore
 from .store.ratelimit import RateLimiter
 from .store.sessions import SessionStore
 from .store.sites import SiteStore
@@ -65,9 +82,11 @@ def create_app(settings: Settings, *, engine_config: EngineConfig | None = None)
 
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_sites_ctx)
+    app.cleanup_ctx.append(_demo_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_bus_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
+    app.cleanup_ctx.append(_knowledge_ctx)
     app.on_shutdown.append(_close_sockets)
     app.on_response_prepare.append(security.add_security_headers)
 
@@ -75,13 +94,18 @@ def create_app(settings: Settings, *, engine_config: EngineConfig | None = None)
     app.add_routes(sessions.routes)
     app.add_routes(signal.routes)
     app.add_routes(sites.routes)
+    app.add_routes(avatars.routes)
+    app.add_routes(documents.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(pages.routes)
 
     if settings.engine_mode:
         engine = create_engine_app(
             engine_config or EngineConfig.from_env(os.environ),
             api_keys=lambda: (admin_token,),
             public_url=settings.base_url(),
+            # the engine's avatars/documents share the server's Redis (opened by _redis_ctx at startup)
+            catalog_store=lambda: EngineCatalogStore(app[K.REDIS].client),
         )
         app.add_subapp(ENGINE_PREFIX, engine)
     return app
@@ -98,6 +122,16 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _sites_ctx(app: web.Application) -> AsyncIterator[None]:
     app[K.SITES] = SiteStore(app[K.REDIS].client)
     app[K.RATE_LIMITER] = RateLimiter(app[K.REDIS].client)
+    yield
+
+
+async def _demo_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The /demo page's site (created at start when the demo is on; see ``avatar_server.demo``)."""
+    app[K.DEMO] = DemoSiteRef(app[K.REDIS].client)
+    try:
+        await ensure_demo_site(app[K.SETTINGS], app[K.SITES], app[K.DEMO])
+    except Exception as exc:  # the demo is optional: never keep the server from serving
+        log.warning("the demo site could not be prepared (%s); /demo is unavailable", type(exc).__name__)
     yield
 
 
@@ -135,11 +169,27 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     timers = TimerLoop(service)
     app[K.SESSIONS] = service
     app[K.TIMERS] = timers
-    app[K.BROKER] = SignalBroker(service)
+    app[K.BROKER] = SignalBroker(service, ice_servers=s.ice_servers)
     timers.start()
     yield
     await timers.close()
     await service.close()
+
+
+async def _knowledge_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Avatars and documents (forwarded upstream; links and token budget in Redis). Sessions of a
+    custom avatar are refused before they are created unless the avatar is READY."""
+    sessions = app[K.SESSIONS]
+    redis = app[K.REDIS].client
+    service = KnowledgeService(
+        store=KnowledgeStore(redis),
+        lock=KnowledgeLock(redis),
+        upstream=app[K.UPSTREAM],
+        end_sessions=lambda avatar_id: end_avatar_sessions(sessions, avatar_id),
+    )
+    app[K.KNOWLEDGE] = service
+    sessions.avatar_check = service.check_session_avatar
+    yield
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .settings import Settings
-from .signalling.broker import SignalBroker
+from .knowledge.service import KnowledgeService
 from .sessions.service import SessionService
 from .sessions.timers import TimerLoop
+from .settings import Settings
+from .signalling.broker import SignalBroker
 from .store.connection import RedisHandle
+from .store.demo import DemoSiteRef
 from .store.events import EventBus
 from .store.ratelimit import RateLimiter
 from .store.sites import SiteStore
@@ -25,3 +27,5 @@ BROKER = web.AppKey("broker", SignalBroker)
 SOCKETS = web.AppKey("sockets", set)
 SITES = web.AppKey("sites", SiteStore)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+DEMO = web.AppKey("demo", DemoSiteRef)
+KNOWLEDGE = web.AppKey("knowledge", KnowledgeService)

@@ -10,6 +10,7 @@ headers such as ``Retry-After``). Nothing else turns exceptions into responses.
     ├── Unauthorized                  401 unauthorized
     ├── Forbidden                     403 forbidden
     ├── NotFound                      404 not_found
+    ├── RequestTimeout                408 request_timeout
     ├── Conflict                      409 conflict
     ├── PayloadTooLarge               413 payload_too_large
     ├── LimitExceeded                 429 rate_limited (Retry-After)
@@ -96,6 +97,11 @@ class Conflict(AvatarServerError):
 class PayloadTooLarge(AvatarServerError):
     status = 413
     code = "payload_too_large"
+
+
+class RequestTimeout(AvatarServerError):
+    status = 408
+    code = "request_timeout"
 
 
 class LimitExceeded(AvatarServerError):

@@ -7,11 +7,13 @@ prints it and exits 1. Nothing is read from the environment anywhere else.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -47,6 +49,21 @@ def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: flo
     return value
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _bool(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} must be on or off (1/0, true/false, yes/no)")
+
+
 def _url(env: Mapping[str, str], name: str, default: str | None, schemes: tuple[str, ...]) -> str | None:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -67,6 +84,19 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network 
         except ValueError:
             raise ConfigError(f"{name}: {part!r} is not an IP address or CIDR network") from None
     return tuple(out)
+
+
+def parse_ice_servers(text: str) -> list[dict[str, Any]]:
+    """``AVATAR_ENGINE_ICE_SERVERS``: a JSON list of RTCIceServer objects (used by the engine's peer
+    and handed to browsers with ``webrtc`` credentials)."""
+    try:
+        servers = json.loads(text)
+    except json.JSONDecodeError:
+        servers = None
+    if not isinstance(servers, list) or not all(isinstance(x, dict) and "urls" in x for x in servers):
+        raise ConfigError('AVATAR_ENGINE_ICE_SERVERS must be a JSON list like [{"urls": "stun:host:3478"}]')
+    return servers
+
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +123,15 @@ class Settings:
     start_rate_per_minute: int = 10
     # Proxies whose X-Forwarded-For is believed (addresses or CIDR networks); empty: none.
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # The /demo page and its site for the server's own origin (from_env: on in engine mode).
+    demo: bool = False
+    # A connection must finish its request headers (and an idle keep-alive connection send its
+    # next request) within idle_timeout; a request body must arrive within body_timeout.
+    idle_timeout: float = 15.0
+    body_timeout: float = 30.0
+    # ICE servers a browser uses for ``webrtc`` credentials (the local engine's transport); the same
+    # AVATAR_ENGINE_ICE_SERVERS list the engine's peer uses. Empty: host candidates only.
+    ice_servers: tuple[dict[str, Any], ...] = ()
 
     @property
     def engine_mode(self) -> bool:
@@ -140,6 +179,11 @@ class Settings:
             log_json=(env.get("AVATAR_SERVER_LOG_FORMAT") or "").strip().lower() == "json",
             start_rate_per_minute=_int(env, "AVATAR_SERVER_START_RATE_PER_MINUTE", 10, 0, 1_000_000),
             trusted_proxies=_networks(env, "AVATAR_SERVER_TRUSTED_PROXIES"),
+            idle_timeout=_float(env, "AVATAR_SERVER_IDLE_TIMEOUT_SECONDS", 15.0, 1.0, 3600.0),
+            body_timeout=_float(env, "AVATAR_SERVER_BODY_TIMEOUT_SECONDS", 30.0, 1.0, 600.0),
+            ice_servers=tuple(parse_ice_servers(env["AVATAR_ENGINE_ICE_SERVERS"]))
+            if env.get("AVATAR_ENGINE_ICE_SERVERS") else (),
+            demo=_bool(env, "AVATAR_SERVER_DEMO", default=secret is None),
         )
 
 

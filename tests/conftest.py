@@ -17,7 +17,6 @@ import redis as redis_sync
 
 from avatar_server.store.embedded import free_port
 
-from .leakcheck import leak_guard  # noqa: F401  (autouse: no secret in browser answers, frames or logs)
 from .harness import (
     ENGINE_KEY,
     EngineHarness,
@@ -26,6 +25,7 @@ from .harness import (
     fast_engine_config,
     make_settings,
 )
+from .leakcheck import leak_guard  # noqa: F401  (autouse: no secret in browser answers, frames or logs)
 
 
 @pytest.fixture(scope="session")
@@ -85,9 +85,10 @@ async def server(redis_url: str, data_dir: Path) -> AsyncIterator[ServerHarness]
 
 
 @pytest.fixture
-async def engine() -> AsyncIterator[EngineHarness]:
-    """The engine alone (``avatar-server engine``) on its own port: a stand-in for Runway."""
-    e = await EngineHarness(fast_engine_config()).start()
+async def engine(redis_url: str) -> AsyncIterator[EngineHarness]:
+    """The engine alone (``avatar-server engine``) on its own port: a stand-in for Runway
+    (its avatars and documents in the test Redis, under the engine's own key prefix)."""
+    e = await EngineHarness(fast_engine_config(), redis_url=redis_url).start()
     try:
         yield e
     finally:

@@ -21,7 +21,9 @@ from avatar_server.app import create_app
 from avatar_server.engine.api import create_engine_app
 from avatar_server.engine.config import Delay, EngineConfig
 from avatar_server.settings import Settings
+from avatar_server.store.connection import client_from_url
 from avatar_server.store.embedded import free_port
+from avatar_server.store.engine_catalog import EngineCatalogStore
 
 ADMIN_TOKEN = "adm_test_" + "x" * 24
 ENGINE_KEY = "sk_engine_test_" + "y" * 16
@@ -29,7 +31,8 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 
 
 def fast_engine_config(**kw: Any) -> EngineConfig:
-    base: dict[str, Any] = {"provisioning_delay": Delay("fixed", 0.3), "ready_ttl": 30.0, "seed": 7}
+    base: dict[str, Any] = {"provisioning_delay": Delay("fixed", 0.3), "avatar_processing_delay": Delay("fixed", 0.2),
+                            "ready_ttl": 30.0, "seed": 7}
     base.update(kw)
     return EngineConfig(**base)
 
@@ -66,12 +69,16 @@ class Http:
 class EngineHarness(Http):
     """The engine alone on its own port (``avatar-server engine``), as a Runway stand-in."""
 
-    def __init__(self, config: EngineConfig | None = None, *, key: str = ENGINE_KEY) -> None:
+    def __init__(self, config: EngineConfig | None = None, *, key: str = ENGINE_KEY,
+                 redis_url: str | None = None) -> None:
         self.port = free_port()
         super().__init__(f"http://127.0.0.1:{self.port}")
         self.key = key
+        # with redis_url: the engine's avatars/documents persist there (as with ``--data-dir``/REDIS_URL)
+        self.redis = client_from_url(redis_url) if redis_url else None
+        store = (lambda: EngineCatalogStore(self.redis)) if self.redis is not None else None
         self.app = create_engine_app(config or fast_engine_config(), api_keys=lambda: (key,),
-                                     public_url=self.base)
+                                     public_url=self.base, catalog_store=store)
         self.runner = web.AppRunner(self.app)
 
     async def start(self) -> EngineHarness:
@@ -88,6 +95,8 @@ class EngineHarness(Http):
     async def stop(self) -> None:
         await self.runner.cleanup()
         await self.close()
+        if self.redis is not None:
+            await self.redis.aclose()
 
 
 class ServerHarness(Http):
@@ -104,7 +113,7 @@ class ServerHarness(Http):
 
     async def start(self) -> ServerHarness:
         self.app = create_app(self.settings, engine_config=self.engine_config)
-        self.runner = web.AppRunner(self.app, handle_signals=False)
+        self.runner = web.AppRunner(self.app, handle_signals=False, keepalive_timeout=self.settings.idle_timeout)
         await self.runner.setup()
         await web.TCPSite(self.runner, self.settings.host, self.settings.port).start()
         return self
@@ -163,11 +172,26 @@ def make_settings(tmp: Path, redis_url: str, **kw: Any) -> Settings:
     return replace(base, **kw)
 
 
+async def upstream_final(control: Any, upstream_id: str, timeout: float = 3.0) -> dict:
+    """The engine's record of an upstream session once it is terminal (an end's DELETE may be in flight)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rec = {s["id"]: s for s in await control("GET", "/sessions")}[upstream_id]
+        if rec["status"] in TERMINAL or time.monotonic() > deadline:
+            return rec
+        await asyncio.sleep(0.05)
+
+
 async def assert_no_leaks(server: ServerHarness, engine: Http | None, control: Any) -> None:
     """Invariant: every upstream session the engine created is terminal or owned by a live server session."""
-    engine_sessions = await control("GET", "/sessions")
-    status, page = await server.admin("GET", "/v1/sessions?status=active&limit=100")
-    assert status == 200, page
-    owned = {s["upstreamId"] for s in page["data"] if s["upstreamId"]}
-    leaked = [s for s in engine_sessions if s["status"] not in TERMINAL and s["id"] not in owned]
-    assert not leaked, f"upstream sessions left running without a live server session: {leaked}"
+    # an end that is being applied right now (its upstream DELETE in flight) gets a moment to land
+    for _ in range(30):
+        engine_sessions = await control("GET", "/sessions")
+        status, page = await server.admin("GET", "/v1/sessions?status=active&limit=100")
+        assert status == 200, page
+        owned = {s["upstreamId"] for s in page["data"] if s["upstreamId"]}
+        leaked = [s for s in engine_sessions if s["status"] not in TERMINAL and s["id"] not in owned]
+        if not leaked:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"upstream sessions left running without a live server session: {leaked}")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, TypeVar
 
 import pydantic
 from aiohttp import web
 
-from ..errors import BadRequest, ValidationFailed
+from .. import appkeys as K
+from ..errors import BadRequest, RequestTimeout, ValidationFailed
 from ..models.common import validate_body
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -18,7 +20,12 @@ async def read_json(request: web.Request) -> Any:
     ctype = request.content_type
     if request.body_exists and ctype not in ("application/json", "text/plain", "application/octet-stream", ""):
         raise BadRequest("send the body as application/json", code="unsupported_media_type", field="body")
-    raw = await request.read()
+    limit = request.config_dict[K.SETTINGS].body_timeout
+    try:
+        async with asyncio.timeout(limit):
+            raw = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"body: the request body did not arrive within {limit:g} s", field="body") from None
     if not raw.strip():
         raise ValidationFailed("body: a JSON object is required", field="body")
     try:

@@ -48,7 +48,7 @@ ERROR_TEXT = {
     403: "A credential that may not do this (e.g. a publishable key outside its site's origins)",
     404: "Not found",
     409: "State conflict",
-    413: "Body too large (64 KB; 6 MB on avatar routes)",
+    413: "Body too large (64 KB; 6 MB on avatar routes, 3 MB on document routes)",
     422: "Validation failed; `error.field` names the field",
     429: "A limit was hit (`Retry-After` says when to try again)",
     502: "The upstream refused or failed",
@@ -108,13 +108,15 @@ register(
               responses={200: Readiness, 503: Readiness}),
     Operation("GET", "/openapi.json", "This document", "health", (), responses={200: None}),
     Operation("POST", "/v1/sessions", "Start a session (answers at once; provisions in the background)", "sessions",
-              ("admin", "publishableKey"), SessionCreate, {201: SessionCreated}, (400, 401, 403, 413, 422, 429, 502),
+              ("admin", "publishableKey"), SessionCreate, {201: SessionCreated},
+              (400, 401, 403, 404, 409, 413, 422, 429, 502),
               description="With a publishable key: only from an Origin in the site's allowedOrigins, for an "
                           "avatar in its avatarIds, below its maxConcurrentSessions (429 concurrency_limit with "
-                          "limit and active) and the per-visitor rate limit (429 rate_limited)."),
+                          "limit and active) and the per-visitor rate limit (429 rate_limited). A custom "
+                          "avatar must exist (404 avatar_not_found) and be READY (409 avatar_not_ready)."),
     Operation("POST", "/v1/sessions/connect", "Start a session and wait for its credentials (Runway SDK shape)",
               "sessions", ("admin", "publishableKey"), SessionConnect, {200: SessionConnected},
-              (400, 401, 403, 409, 413, 422, 429, 502, 503, 504)),
+              (400, 401, 403, 404, 409, 413, 422, 429, 502, 503, 504)),
     Operation("GET", "/v1/sessions", "List sessions (admin)", "sessions", body=None,
               responses={200: SessionPage}, errors=(401, 403, 422),
               query=(Param("status", {"type": "string", "enum": ["active", "ended"], "default": "active"}),
@@ -162,31 +164,38 @@ def _register_knowledge() -> None:
         nextCursor: str | None
 
     up = (502, 503, 504)
+    budget = ("An avatar's linked documents may total at most 50,000 tokens (the server's count, see "
+              "docs/knowledge.md); a change that would pass it answers 422 knowledge_budget_exceeded with "
+              "avatarId, currentTokens, documentTokens and limit, and changes nothing.")
     register(
         Operation("POST", "/v1/avatars", "Create an avatar", "avatars", body=AvatarCreate, responses={201: Avatar},
-                  errors=(400, *ADMIN_ERRORS, 413, 422, 429, *up)),
-        Operation("GET", "/v1/avatars", "List avatars", "avatars", responses={200: AvatarPage},
+                  errors=(400, *ADMIN_ERRORS, 409, 413, 422, 429, *up),
+                  description="referenceImage: an https URL naming a public host (never fetched by the server), "
+                              "a runway:// URI, or a data: URI (JPEG, PNG or WebP, at most 5 MB). " + budget),
+        Operation("GET", "/v1/avatars", "List avatars, oldest first", "avatars", responses={200: AvatarPage},
                   errors=(*ADMIN_ERRORS, 422, *up), query=(LIMIT, CURSOR)),
         Operation("GET", "/v1/avatars/{id}", "Read an avatar", "avatars", responses={200: Avatar},
                   errors=(*ADMIN_ERRORS, 404, *up)),
-        Operation("PATCH", "/v1/avatars/{id}", "Change an avatar", "avatars", body=AvatarPatch,
-                  responses={200: Avatar}, errors=(400, *ADMIN_ERRORS, 404, 413, 422, *up)),
-        Operation("DELETE", "/v1/avatars/{id}", "Delete an avatar", "avatars", responses={204: None},
-                  errors=(*ADMIN_ERRORS, 404, *up)),
+        Operation("PATCH", "/v1/avatars/{id}", "Change an avatar (documentIds replaces the whole list)", "avatars",
+                  body=AvatarPatch, responses={200: Avatar}, errors=(400, *ADMIN_ERRORS, 404, 409, 413, 422, *up),
+                  description=budget),
+        Operation("DELETE", "/v1/avatars/{id}", "Delete an avatar (its live sessions are ended as admin)",
+                  "avatars", responses={204: None}, errors=(*ADMIN_ERRORS, 404, 409, *up)),
         Operation("PUT", "/v1/avatars/{id}/documents/{documentId}", "Link a document to an avatar", "avatars",
-                  responses={200: Avatar}, errors=(*ADMIN_ERRORS, 404, 422, *up)),
+                  responses={200: Avatar}, errors=(*ADMIN_ERRORS, 404, 409, 422, *up), description=budget),
         Operation("DELETE", "/v1/avatars/{id}/documents/{documentId}", "Unlink a document", "avatars",
-                  responses={200: Avatar}, errors=(*ADMIN_ERRORS, 404, *up)),
+                  responses={200: Avatar}, errors=(*ADMIN_ERRORS, 404, 409, *up)),
         Operation("POST", "/v1/documents", "Create a knowledge document", "documents", body=DocumentCreate,
-                  responses={201: Document}, errors=(400, *ADMIN_ERRORS, 413, 422)),
-        Operation("GET", "/v1/documents", "List documents", "documents", responses={200: DocumentPage},
-                  errors=(*ADMIN_ERRORS, 422), query=(LIMIT, CURSOR)),
+                  responses={201: Document}, errors=(400, *ADMIN_ERRORS, 413, 422, 429, *up)),
+        Operation("GET", "/v1/documents", "List documents (without content), oldest first", "documents",
+                  responses={200: DocumentPage}, errors=(*ADMIN_ERRORS, 422), query=(LIMIT, CURSOR)),
         Operation("GET", "/v1/documents/{id}", "Read a document", "documents", responses={200: Document},
-                  errors=(*ADMIN_ERRORS, 404)),
-        Operation("PATCH", "/v1/documents/{id}", "Change a document", "documents", body=DocumentPatch,
-                  responses={200: Document}, errors=(400, *ADMIN_ERRORS, 404, 413, 422)),
-        Operation("DELETE", "/v1/documents/{id}", "Delete a document", "documents", responses={204: None},
-                  errors=(*ADMIN_ERRORS, 404, 409)),
+                  errors=(*ADMIN_ERRORS, 404, *up)),
+        Operation("PATCH", "/v1/documents/{id}", "Change a document's name and/or content", "documents",
+                  body=DocumentPatch, responses={200: Document},
+                  errors=(400, *ADMIN_ERRORS, 404, 409, 413, 422, *up), description=budget),
+        Operation("DELETE", "/v1/documents/{id}", "Delete a document (detached from every avatar)", "documents",
+                  responses={204: None}, errors=(*ADMIN_ERRORS, 404, 409, *up)),
     )
 
 

@@ -22,7 +22,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 DEFAULT_BODY_LIMIT = 64 * 1024
 AVATAR_BODY_LIMIT = 6 * 1024 * 1024  # a 5 MB data-URI image plus the rest of the avatar
-BODY_LIMITS: list[tuple[str, int]] = [("/v1/avatars", AVATAR_BODY_LIMIT)]
+DOCUMENT_BODY_LIMIT = 3 * 1024 * 1024  # 200,000 characters of content, even as JSON \uXXXX escapes
+BODY_LIMITS: list[tuple[str, int]] = [
+    ("/v1/avatars", AVATAR_BODY_LIMIT),
+    ("/v1/documents", DOCUMENT_BODY_LIMIT),
+    # the embedded engine (engine mode) receives what the server forwards
+    ("/engine/v1/avatars", AVATAR_BODY_LIMIT),
+    ("/engine/v1/documents", DOCUMENT_BODY_LIMIT),
+]
 
 _PAGE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -30,6 +37,7 @@ _PAGE_CSP = (
     "connect-src 'self' ws: wss: https:; font-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+PAGE_CSP = _PAGE_CSP  # public: a page handler that sets its own CSP starts from it (api/pages.py)
 _API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 
 

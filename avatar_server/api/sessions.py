@@ -55,18 +55,19 @@ async def connect_session(request: web.Request) -> web.Response:
         with contextlib.suppress(Exception):
             await asyncio.shield(svc.end(rec.id, EndReason.ABANDONED, "the connect request was abandoned"))
         raise
-    return web.json_response(
-        {
-            "sessionId": rec.id,
-            "serverUrl": creds.serverUrl,
-            "token": creds.token,
-            "roomName": creds.roomName,
-            "transport": creds.transport,
-            "clientToken": client_token,
-            "signalUrl": signal_url(request, rec.id),
-            "endsAt": iso(rec.endsAt),
-        }
-    )
+    body = {
+        "sessionId": rec.id,
+        "serverUrl": creds.serverUrl,
+        "token": creds.token,
+        "roomName": creds.roomName,
+        "transport": creds.transport,
+        "clientToken": client_token,
+        "signalUrl": signal_url(request, rec.id),
+        "endsAt": iso(rec.endsAt),
+    }
+    if creds.transport == "webrtc":
+        body["iceServers"] = list(request.app[SETTINGS].ice_servers)
+    return web.json_response(body)
 
 
 @routes.get("/v1/sessions/{id}")

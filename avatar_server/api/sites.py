@@ -13,9 +13,9 @@ from aiohttp import web
 from ..appkeys import SETTINGS, SITES
 from ..errors import NotFound, ValidationFailed
 from ..models.sites import Site, SiteCreate, SitePatch
-from ..store.sites import is_cursor
 from . import bodies
 from .auth import require_admin
+from .params import page_params
 
 routes = web.RouteTableDef()
 
@@ -50,10 +50,7 @@ async def create_site(request: web.Request) -> web.Response:
 @routes.get("/v1/sites")
 async def list_sites(request: web.Request) -> web.Response:
     require_admin(request)
-    limit = bodies.query_int(request, "limit", 50, 1, 100)
-    cursor = request.query.get("cursor") or None
-    if cursor is not None and not is_cursor(cursor):
-        raise ValidationFailed("cursor is not valid", field="cursor")
+    limit, cursor = page_params(request)
     sites, next_cursor = await request.app[SITES].list(limit=limit, cursor=cursor)
     page: dict[str, Any] = {
         "data": [s.model_dump(mode="json") for s in sites],

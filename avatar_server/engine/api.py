@@ -12,6 +12,9 @@ Runway-compatible routes (``Authorization: Bearer <api key>`` and ``X-Runway-Ver
            auth: Bearer <sessionKey>; X-Runway-Version optional (not in the spec;
            browsers may call it). url = <public base><mount prefix>/v1/rtc/<id>.
 
+Avatars and documents (``/v1/avatars``, ``/v1/documents``, Runway's shapes) when the engine is given
+a ``catalog_store``: see ``engine.catalog`` and ``engine.catalog_api``.
+
 Errors are Runway's shape ``{"error": "<message>"}`` (400 may add ``issues``).
 
 Control routes (api key only), for tests, demos and benchmarks:
@@ -21,8 +24,8 @@ Control routes (api key only), for tests, demos and benchmarks:
     DELETE /_control/faults      clear rules (204)
     POST   /_control/fail-next   {"count", "failureCode", "failure"}: next sessions FAIL instead of READY
     GET    /_control/config      current settings
-    PATCH  /_control/config      {"provisioningDelay", "concurrencyLimit", "readyTtl", "connectGrace",
-                                  "maxDurationLimit"} (all optional; validated before any applies)
+    PATCH  /_control/config      {"provisioningDelay", "avatarProcessingDelay", "concurrencyLimit", "readyTtl",
+                                  "connectGrace", "maxDurationLimit"} (all optional; validated before any applies)
     GET    /_control/sessions    [{id, status, queued, consumed, createdAt, endedAt, readyAt(epoch|null)}]
     GET    /_control/stats       {requests: {op: n}, faultsInjected: {op: n}, pendingRules, sessions, active, queued}
     DELETE /_control/stats       reset the counters (204)
@@ -42,16 +45,27 @@ from typing import Any
 
 from aiohttp import web
 
+from avatar_server.engine.catalog import CatalogKnowledge, EngineCatalog
+from avatar_server.engine.catalog_api import add_catalog_routes
 from avatar_server.engine.config import Delay, EngineConfig
 from avatar_server.engine.faults import FaultInjector, FaultRule, FaultRuleError
 from avatar_server.engine.media.conversation import KnowledgeSource
 from avatar_server.engine.media.manager import MediaManager
 from avatar_server.engine.media.routes import add_rtc_routes
-from avatar_server.engine.state import AvatarLookup, EngineError, EngineSession, EngineState, EngineStatus, iso
+from avatar_server.engine.state import (
+    AvatarLookup,
+    EngineError,
+    EngineSession,
+    EngineState,
+    EngineStatus,
+    iso,
+)
+from avatar_server.store.engine_catalog import EngineCatalogStore
 
 log = logging.getLogger(__name__)
 
 RUNWAY_VERSION = "2024-11-06"
+MAX_BODY = 6 * 1024 * 1024  # an avatar with a 5 MB data-URI image and the rest of its fields
 
 
 @dataclass(frozen=True)
@@ -73,8 +87,16 @@ def create_engine_app(
     public_url: str | None = None,
     avatar_lookup: AvatarLookup | None = None,
     knowledge: KnowledgeSource | None = None,
+    catalog_store: Callable[[], EngineCatalogStore] | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[_runway_errors])
+    """``catalog_store``: where avatars and documents live (Redis; called on first use, so it may
+    read a client the hosting application opens at startup). Without it the engine has no
+    ``/v1/avatars`` or ``/v1/documents`` and refuses custom avatars."""
+    app = web.Application(middlewares=[_runway_errors], client_max_size=MAX_BODY)
+    catalog = EngineCatalog(catalog_store, config) if catalog_store is not None else None
+    if catalog is not None:
+        avatar_lookup = avatar_lookup or catalog.session_avatar
+        knowledge = knowledge or CatalogKnowledge(catalog)
     state = EngineState(config, avatar_lookup=avatar_lookup)
     app[ENGINE_STATE] = state
     media = MediaManager(ice_servers=config.ice_servers, knowledge=knowledge,
@@ -95,6 +117,9 @@ def create_engine_app(
     app.router.add_get("/v1/realtime_sessions/{id}", get_session, allow_head=False)
     app.router.add_delete("/v1/realtime_sessions/{id}", delete_session)
     app.router.add_post("/v1/realtime_sessions/{id}/consume", consume_session)
+    if catalog is not None:
+        add_catalog_routes(app, catalog, authorize=_authorize, read_json=_json_body, with_faults=_with_faults,
+                           count=lambda request, op: request.app[ENGINE_FAULTS].count(op))
     app.router.add_post("/_control/faults", add_faults)
     app.router.add_get("/_control/faults", list_faults, allow_head=False)
     app.router.add_delete("/_control/faults", clear_faults)
@@ -186,6 +211,11 @@ def _require_api_key(request: web.Request) -> None:
     keys = request.app[_CONTEXT].api_keys()
     if not any(hmac.compare_digest(token.encode(), key.encode()) for key in keys if key):
         raise EngineError(401, "Invalid API key")
+
+
+def _authorize(request: web.Request) -> None:
+    _require_api_key(request)
+    _require_version(request)
 
 
 def _require_version(request: web.Request, *, optional: bool = False) -> None:
@@ -365,16 +395,18 @@ async def patch_config(request: web.Request) -> web.StreamResponse:
         raise EngineError(400, "Expected a JSON object")
     state = request.app[ENGINE_STATE]
     changes: dict[str, Any] = {}
-    if "provisioningDelay" in body:
-        raw = body["provisioningDelay"]
-        if _is_number(raw):
-            raw = str(raw)
-        if not isinstance(raw, str):
-            raise EngineError(400, "provisioningDelay must be a delay text like 'uniform:1,2'")
-        try:
-            changes["provisioning_delay"] = Delay.parse(raw)
-        except ValueError as exc:
-            raise EngineError(400, f"provisioningDelay: {exc}") from None
+    for key, attr in (("provisioningDelay", "provisioning_delay"),
+                      ("avatarProcessingDelay", "avatar_processing_delay")):
+        if key in body:
+            raw = body[key]
+            if _is_number(raw):
+                raw = str(raw)
+            if not isinstance(raw, str):
+                raise EngineError(400, f"{key} must be a delay text like 'uniform:1,2'")
+            try:
+                changes[attr] = Delay.parse(raw)
+            except ValueError as exc:
+                raise EngineError(400, f"{key}: {exc}") from None
     if "concurrencyLimit" in body:
         limit = body["concurrencyLimit"]
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):

@@ -13,6 +13,7 @@ while the engine runs, and the engine reads it each time it needs a value.
 Environment (``EngineConfig.from_env``):
 
     AVATAR_ENGINE_PROVISION_DELAY   a Delay text            (default lognormal:2,0.35)
+    AVATAR_ENGINE_AVATAR_DELAY      a Delay text            (default uniform:1,2): avatar PROCESSING time
     AVATAR_ENGINE_CONCURRENCY       positive int, or "none" (default none: unlimited)
     AVATAR_ENGINE_READY_TTL         seconds > 0             (default 60)
     AVATAR_ENGINE_CONNECT_GRACE     seconds > 0             (default 30)
@@ -27,12 +28,11 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping
-import json
 from dataclasses import dataclass, field
-from typing import Any
-from typing import Literal
+from typing import Any, Literal
 
 from avatar_server.errors import ConfigError
+from avatar_server.settings import parse_ice_servers
 
 DelayKind = Literal["fixed", "uniform", "lognormal"]
 _KINDS: tuple[str, ...] = ("fixed", "uniform", "lognormal")
@@ -100,6 +100,9 @@ class EngineConfig:
     """How the local engine behaves. Mutable at runtime through the control API."""
 
     provisioning_delay: Delay = Delay("lognormal", 2.0, 0.35)
+    # How long a created avatar (or one whose image was replaced) stays PROCESSING before it
+    # becomes READY (or FAILED for an image that cannot be decoded).
+    avatar_processing_delay: Delay = Delay("uniform", 1.0, 2.0)
     # Sessions counted against the limit: provisioning (NOT_READY, not queued), READY, RUNNING.
     # Beyond it new sessions wait NOT_READY with queued=true. None: unlimited.
     concurrency_limit: int | None = None
@@ -141,6 +144,11 @@ class EngineConfig:
                 kwargs["provisioning_delay"] = Delay.parse(text)
             except ValueError as exc:
                 raise ConfigError(f"AVATAR_ENGINE_PROVISION_DELAY: {exc}") from None
+        if (text := get("AVATAR_ENGINE_AVATAR_DELAY")) is not None:
+            try:
+                kwargs["avatar_processing_delay"] = Delay.parse(text)
+            except ValueError as exc:
+                raise ConfigError(f"AVATAR_ENGINE_AVATAR_DELAY: {exc}") from None
         if (text := get("AVATAR_ENGINE_CONCURRENCY")) is not None:
             if text.lower() in ("none", "unlimited"):
                 kwargs["concurrency_limit"] = None
@@ -155,13 +163,7 @@ class EngineConfig:
         if (text := get("AVATAR_ENGINE_MAX_DURATION")) is not None:
             kwargs["max_duration_limit"] = _int("AVATAR_ENGINE_MAX_DURATION", text, minimum=1)
         if (text := get("AVATAR_ENGINE_ICE_SERVERS")) is not None:
-            try:
-                servers = json.loads(text)
-            except json.JSONDecodeError:
-                servers = None
-            if not isinstance(servers, list) or not all(isinstance(x, dict) and "urls" in x for x in servers):
-                raise ConfigError('AVATAR_ENGINE_ICE_SERVERS must be a JSON list like [{"urls": "stun:host:3478"}]')
-            kwargs["ice_servers"] = servers
+            kwargs["ice_servers"] = parse_ice_servers(text)
         if (text := get("AVATAR_ENGINE_SEED")) is not None:
             kwargs["seed"] = _int("AVATAR_ENGINE_SEED", text)
         return cls(**kwargs)  # type: ignore[arg-type]
@@ -169,6 +171,7 @@ class EngineConfig:
     def to_json(self) -> dict[str, object]:
         return {
             "provisioningDelay": str(self.provisioning_delay),
+            "avatarProcessingDelay": str(self.avatar_processing_delay),
             "concurrencyLimit": self.concurrency_limit,
             "readyTtl": self.ready_ttl,
             "connectGrace": self.connect_grace,

@@ -4,7 +4,9 @@
 first matching rule (its own op, or ``any``), FIFO, and spends one of its
 ``times``:
 
-    {"op": "create"|"get"|"consume"|"delete"|"any",
+    {"op": "create"|"get"|"consume"|"delete"|"any"     (any: any realtime-session op)
+           | "avatar_create"|"avatar_get"|"avatar_update"|"avatar_delete"|"avatar_list"
+           | "document_create"|"document_get"|"document_update"|"document_delete"|"document_list",
      "status": 429,            # optional: answer this error status (>= 400)
      "retryAfter": 2,          # optional: Retry-After header (seconds)
      "times": 1,               # how many requests the rule applies to (>= 1)
@@ -25,7 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 OPS = ("create", "get", "consume", "delete")
-RuleOp = Literal["create", "get", "consume", "delete", "any"]
+CATALOG_OPS = tuple(f"{kind}_{action}" for kind in ("avatar", "document")
+                    for action in ("create", "get", "update", "delete", "list"))
+RuleOp = str  # one of OPS, CATALOG_OPS or "any"
 
 
 class FaultRuleError(ValueError):
@@ -46,8 +50,8 @@ class FaultRule:
         if not isinstance(raw, dict):
             raise FaultRuleError("each rule must be an object")
         op = raw.get("op", "any")
-        if op not in (*OPS, "any"):
-            raise FaultRuleError(f"op must be one of {', '.join((*OPS, 'any'))}, got {op!r}")
+        if op not in (*OPS, *CATALOG_OPS, "any"):
+            raise FaultRuleError(f"op must be one of {', '.join((*OPS, *CATALOG_OPS, 'any'))}, got {op!r}")
         status = raw.get("status")
         if status is not None and (not _is_int(status) or not 400 <= status <= 599):
             raise FaultRuleError(f"status must be an integer 400-599, got {status!r}")
@@ -106,7 +110,7 @@ class FaultInjector:
     def take(self, op: str) -> FaultRule | None:
         """Spend the first rule that applies to ``op``, if any."""
         for i, rule in enumerate(self.rules):
-            if rule.op == op or rule.op == "any":
+            if rule.op == op or (rule.op == "any" and op in OPS):
                 rule.times -= 1
                 if rule.times <= 0:
                     del self.rules[i]
@@ -120,8 +124,8 @@ class FaultInjector:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "requests": {op: self.requests[op] for op in OPS},
-            "faultsInjected": {op: self.injected[op] for op in OPS},
+            "requests": {op: self.requests[op] for op in (*OPS, *CATALOG_OPS)},
+            "faultsInjected": {op: self.injected[op] for op in (*OPS, *CATALOG_OPS)},
             "pendingRules": len(self.rules),
         }
 

@@ -49,6 +49,10 @@ from enum import StrEnum
 from typing import Any
 
 from avatar_server.engine.config import EngineConfig
+from avatar_server.engine.errors import EngineError
+from avatar_server.engine.validation import UUID4 as _UUID4
+from avatar_server.engine.validation import Issues as _Issues
+from avatar_server.engine.validation import type_name
 
 log = logging.getLogger(__name__)
 
@@ -79,24 +83,6 @@ _TRANSITIONS: dict[EngineStatus, frozenset[EngineStatus]] = {
     EngineStatus.FAILED: frozenset(),
     EngineStatus.CANCELLED: frozenset(),
 }
-
-
-class EngineError(Exception):
-    """An error the engine answers in Runway's shape: ``{"error": message, "issues"?: [...]}``."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        issues: list[dict[str, Any]] | None = None,
-        *,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.issues = issues
-        self.retry_after = retry_after
 
 
 @dataclass
@@ -418,59 +404,9 @@ PRESET_AVATARS = frozenset(
         "tennis-coach", "human-resource", "fashion-designer", "cooking-teacher",
     }
 )  # fmt: skip
-_UUID4 = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$")
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _PARAM_TYPES = ("string", "integer", "number", "boolean", "array", "object")
 _ITEM_TYPES = ("string", "integer", "number", "boolean")
-
-
-class _Issues:
-    def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-
-    def add(self, code: str, path: list[str | int], message: str) -> None:
-        self.items.append({"code": code, "path": path, "message": message})
-
-    def string(
-        self, value: Any, path: list[str | int], lo: int, hi: int, pattern: re.Pattern[str] | None = None
-    ) -> None:
-        if not isinstance(value, str):
-            self.add("invalid_type", path, f"Expected string, received {_type_name(value)}")
-        elif len(value) < lo:
-            self.add("too_small", path, f"String must contain at least {lo} character(s)")
-        elif len(value) > hi:
-            self.add("too_big", path, f"String must contain at most {hi} character(s)")
-        elif pattern is not None and not pattern.match(value):
-            self.add("invalid_string", path, "Invalid format")
-
-    def array(self, value: Any, path: list[str | int], hi: int) -> bool:
-        if not isinstance(value, list):
-            self.add("invalid_type", path, f"Expected array, received {_type_name(value)}")
-            return False
-        if len(value) > hi:
-            self.add("too_big", path, f"Array must contain at most {hi} element(s)")
-            return False
-        return True
-
-    def obj(self, value: Any, path: list[str | int]) -> bool:
-        if not isinstance(value, dict):
-            self.add("invalid_type", path, f"Expected object, received {_type_name(value)}")
-            return False
-        return True
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 def validate_create_body(body: Any) -> dict[str, Any]:
@@ -508,7 +444,7 @@ def validate_create_body(body: Any) -> dict[str, Any]:
     if isinstance(max_duration, float) and max_duration.is_integer():
         max_duration = int(max_duration)
     if not isinstance(max_duration, int) or isinstance(max_duration, bool):
-        issues.add("invalid_type", ["maxDuration"], f"Expected integer, received {_type_name(max_duration)}")
+        issues.add("invalid_type", ["maxDuration"], f"Expected integer, received {type_name(max_duration)}")
     elif max_duration < 10:
         issues.add("too_small", ["maxDuration"], "Number must be greater than or equal to 10")
     elif max_duration > 1800:
@@ -524,10 +460,7 @@ def validate_create_body(body: Any) -> dict[str, Any]:
     for unsupported in ("integration", "livekit"):
         if unsupported in body:
             issues.add("custom", [unsupported], f"{unsupported} is not supported by the local engine")
-    if issues.items:
-        first = issues.items[0]
-        where = ".".join(str(p) for p in first["path"])
-        raise EngineError(400, f"Invalid request body: {where}: {first['message']}", issues.items)
+    issues.raise_if_any()
     fields: dict[str, Any] = {
         "avatar": {k: avatar[k] for k in ("type", "presetId", "avatarId") if k in avatar},
         "maxDuration": max_duration,

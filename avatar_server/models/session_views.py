@@ -35,6 +35,9 @@ class SessionConnected(BaseModel):
     clientToken: str
     signalUrl: str
     endsAt: str | None
+    iceServers: list[dict[str, Any]] | None = Field(
+        default=None, description="transport webrtc only: RTCIceServer objects for the browser's peer connection"
+    )
 
 
 class SessionView(BaseModel):

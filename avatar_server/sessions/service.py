@@ -233,9 +233,9 @@ class SessionService:
         await self.store.drop_credentials(rec.id)
         rec = await self.get(session_id)
         log.info("session ended", extra={"session_id": rec.id, "reason": reason.value, "detail": detail})
-        await self.bus.publish(rec.id, {"type": "ended", "reason": reason.value, "message": END_MESSAGES[reason]})
         if rec.upstreamId and reason not in UPSTREAM_END_REASONS:
             await self.cancel_upstream(rec.id, rec.upstreamId)
+        await self.bus.publish(rec.id, {"type": "ended", "reason": reason.value, "message": END_MESSAGES[reason]})
         return rec
 
     async def cancel_upstream(self, session_id: str, upstream_id: str) -> bool:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..errors import AvatarServerError
@@ -39,8 +40,9 @@ class _ClientClosed(Exception):
 
 
 class SignalBroker:
-    def __init__(self, service: SessionService) -> None:
+    def __init__(self, service: SessionService, *, ice_servers: Sequence[dict[str, Any]] = ()) -> None:
         self.svc = service
+        self.ice_servers = tuple(ice_servers)
 
     async def serve(self, session_id: str, transport: SignalTransport) -> None:
         svc = self.svc
@@ -124,6 +126,7 @@ class SignalBroker:
                     room_name=creds.roomName,
                     ends_at=iso(rec.endsAt),
                     max_duration=rec.maxDuration,
+                    ice_servers=self.ice_servers,
                 )
             )
         )

@@ -3,7 +3,7 @@
 Server → client (JSON text frames):
     {"type": "status", "status": "PROVISIONING"|"READY"|"RUNNING", "queued": bool, "endsAt": iso|null}
     {"type": "credentials", "sessionId", "transport": "webrtc"|"livekit", "serverUrl", "token", "roomName",
-     "endsAt", "maxDuration"}
+     "endsAt", "maxDuration", "iceServers" (webrtc only: RTCIceServer objects for the browser)}
     {"type": "warning", "remainingSeconds": int}
     {"type": "ended", "reason": <endReason>, "message": str}       — then the server closes the socket
     {"type": "pong"}
@@ -16,6 +16,7 @@ Client → server:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,9 +59,9 @@ def dump(message: dict[str, Any]) -> str:
 
 def credentials_message(
     *, session_id: str, transport: str, server_url: str, token: str, room_name: str, ends_at: str | None,
-    max_duration: int,
+    max_duration: int, ice_servers: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    return {
+    message: dict[str, Any] = {
         "type": "credentials",
         "sessionId": session_id,
         "transport": transport,
@@ -70,6 +71,9 @@ def credentials_message(
         "endsAt": ends_at,
         "maxDuration": max_duration,
     }
+    if transport == "webrtc":
+        message["iceServers"] = list(ice_servers)
+    return message
 
 
 def error_message(code: str, message: str) -> dict[str, Any]:

@@ -86,3 +86,85 @@ def site_active(site_id: str) -> str:
 def rate(bucket: str) -> str:
     """String counter with a TTL: one fixed rate-limit window of one bucket."""
     return f"{PREFIX}rate:{bucket}"
+
+
+def demo_site() -> str:
+    """String: id of the site the server created for its own /demo page (set NX: one per Redis)."""
+    return f"{PREFIX}demo:site"
+
+
+# --- knowledge: what the server keeps about avatars and documents (they live upstream) ---
+
+
+def kb_avatar(avatar_id: str) -> str:
+    """Hash: ``json`` (the last upstream avatar object seen), ``name``, ``imageUrl``, ``status``, ``member``."""
+    return f"{PREFIX}kb:avatar:{avatar_id}"
+
+
+def kb_avatar_documents(avatar_id: str) -> str:
+    """Set: ids of the documents linked to the avatar."""
+    return f"{PREFIX}kb:avatar:{avatar_id}:documents"
+
+
+def kb_avatars_index() -> str:
+    """Sorted set (all scores 0): ``<registered ms, 15 digits>:<avatar id>``, listed by lex order."""
+    return f"{PREFIX}kb:avatars"
+
+
+def kb_document(document_id: str) -> str:
+    """Hash: ``tokens`` (the server's count), ``name``, ``type``, ``createdAt``, ``updatedAt``, ``member``."""
+    return f"{PREFIX}kb:document:{document_id}"
+
+
+def kb_document_avatars(document_id: str) -> str:
+    """Set: ids of the avatars the document is linked to (its ``usedBy``)."""
+    return f"{PREFIX}kb:document:{document_id}:avatars"
+
+
+def kb_documents_index() -> str:
+    """Sorted set (all scores 0): ``<registered ms, 15 digits>:<document id>``, listed by lex order."""
+    return f"{PREFIX}kb:documents"
+
+
+def kb_lock() -> str:
+    """String with TTL: the holder of the knowledge lock (serialises link/budget changes and their
+    upstream calls across instances; expires by itself if its holder dies)."""
+    return f"{PREFIX}kb:lock"
+
+
+ID_PLACEHOLDER = "{id}"
+"""Lua scripts that walk links build keys from templates (``kb_document(ID_PLACEHOLDER)``)."""
+
+
+# --- the local engine's avatar/document catalog (Runway's /v1/avatars and /v1/documents) ---------
+ENGINE_PREFIX = f"{PREFIX}engine:"
+
+
+def engine_avatar(avatar_id: str) -> str:
+    """String (JSON): an engine avatar record (documentIds included)."""
+    return f"{ENGINE_PREFIX}avatar:{avatar_id}"
+
+
+def engine_avatar_image(avatar_id: str) -> str:
+    """String: the avatar's processed reference image (a JPEG data URI) for the media peer."""
+    return f"{ENGINE_PREFIX}avatar:{avatar_id}:image"
+
+
+def engine_avatars_index() -> str:
+    """Sorted set (all scores 0): ``<createdAt ms, 15 digits>:<avatar id>``, listed by lex order."""
+    return f"{ENGINE_PREFIX}avatars"
+
+
+def engine_document(document_id: str) -> str:
+    """String (JSON): an engine document record, content included."""
+    return f"{ENGINE_PREFIX}document:{document_id}"
+
+
+def engine_document_users(document_id: str) -> str:
+    """Set: ids of the engine avatars whose documentIds include the document (``usedBy``)."""
+    return f"{ENGINE_PREFIX}document:{document_id}:usedby"
+
+
+def engine_documents_index(sort: str) -> str:
+    """Sorted set (all scores 0) per sort field (createdAt | updatedAt): ``<ms, 15 digits>:<document id>``."""
+    return f"{ENGINE_PREFIX}documents:{sort}"

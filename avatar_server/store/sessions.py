@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from ..models.sessions import Credentials, SessionRecord, SessionStatus
 from . import keys
 from .connection import Redis
+from .lua import SET_IF_EXISTS
 
 # KEYS: session, active, ended, timers, [site_active]
 # ARGV: allowed_csv, new_status, now_ms, nfields, (field, json)*, nremove, member*, nadd, (member, score)*
@@ -41,12 +42,6 @@ if ARGV[2] == 'ENDED' then
   if KEYS[5] then redis.call('SREM', KEYS[5], id) end
 end
 return {1, cur}
-"""
-
-_SET_IF_EXISTS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-return 1
 """
 
 # KEYS: timers; ARGV: now, lease_seconds, limit → members claimed (their score pushed to now+lease)
@@ -89,7 +84,7 @@ class SessionStore:
         self._transition = redis.register_script(_TRANSITION)
         self._claim_due = redis.register_script(_CLAIM_DUE)
         self._done = redis.register_script(_DONE)
-        self._set_if_exists = redis.register_script(_SET_IF_EXISTS)
+        self._set_if_exists = redis.register_script(SET_IF_EXISTS)
 
     # --- records -----------------------------------------------------------------
     async def create(

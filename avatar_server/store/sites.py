@@ -21,12 +21,12 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from redis.exceptions import WatchError
-
 from ..errors import Conflict
 from ..models.sites import Site
 from . import keys
 from .connection import Redis
+from .lex_index import index_member, page
+from .optimistic import optimistic, watch_json
 
 # KEYS: site_active; ARGV: session id, limit → {1, active after} admitted, {0, active} refused
 _ADMIT = """
@@ -56,8 +56,8 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _index_member(created_ms: int, site_id: str) -> str:
-    return f"{created_ms:015d}:{site_id}"
+def _busy() -> Conflict:
+    return Conflict("the site is being changed concurrently; try again", code="site_busy")
 
 
 class SiteStore:
@@ -75,7 +75,7 @@ class SiteStore:
                 "keyRotatedAt": None}
         async with self.r.pipeline(transaction=True) as p:
             p.set(keys.site(site_id), json.dumps(data))
-            p.zadd(keys.sites_index(), {_index_member(int(now * 1000), site_id): 0})
+            p.zadd(keys.sites_index(), {index_member(int(now * 1000), site_id): 0})
             p.set(keys.site_key(key_hash(key)), site_id)
             for origin in data["allowedOrigins"]:
                 p.sadd(keys.origin_sites(origin), site_id)
@@ -105,61 +105,49 @@ class SiteStore:
     async def delete(self, site_id: str) -> bool:
         """Remove the site, its key and its origins. Its running sessions run on to their end."""
         skey = keys.site(site_id)
-        for _ in range(20):
-            async with self.r.pipeline(transaction=True) as p:
-                try:
-                    await p.watch(skey)
-                    raw = await p.get(skey)
-                    if not raw:
-                        return False
-                    data = json.loads(raw)
-                    p.multi()
-                    p.delete(skey)
-                    p.zrem(keys.sites_index(), _index_member(int(data["createdAt"] * 1000), site_id))
-                    p.delete(keys.site_key(key_hash(data["publishableKey"])))
-                    for origin in data["allowedOrigins"]:
-                        p.srem(keys.origin_sites(origin), site_id)
-                    await p.execute()
-                    return True
-                except WatchError:
-                    continue
-        raise Conflict("the site is being changed concurrently; try again", code="site_busy")
+
+        async def body(p: Any) -> bool:
+            data = await watch_json(p, skey)
+            if data is None:
+                return False
+            p.multi()
+            p.delete(skey)
+            p.zrem(keys.sites_index(), index_member(int(data["createdAt"] * 1000), site_id))
+            p.delete(keys.site_key(key_hash(data["publishableKey"])))
+            for origin in data["allowedOrigins"]:
+                p.srem(keys.origin_sites(origin), site_id)
+            await p.execute()
+            return True
+
+        return await optimistic(self.r, body, busy=_busy, retries=20)
 
     async def _modify(self, site_id: str, change: Any) -> Site | None:
         skey = keys.site(site_id)
-        for _ in range(20):
-            async with self.r.pipeline(transaction=True) as p:
-                try:
-                    await p.watch(skey)
-                    raw = await p.get(skey)
-                    if not raw:
-                        return None
-                    old = json.loads(raw)
-                    new = change(old)
-                    new["updatedAt"] = time.time()
-                    p.multi()
-                    p.set(skey, json.dumps(new))
-                    if new["publishableKey"] != old["publishableKey"]:
-                        p.delete(keys.site_key(key_hash(old["publishableKey"])))
-                        p.set(keys.site_key(key_hash(new["publishableKey"])), site_id)
-                    for origin in set(old["allowedOrigins"]) - set(new["allowedOrigins"]):
-                        p.srem(keys.origin_sites(origin), site_id)
-                    for origin in set(new["allowedOrigins"]) - set(old["allowedOrigins"]):
-                        p.sadd(keys.origin_sites(origin), site_id)
-                    p.scard(keys.site_active(site_id))
-                    results = await p.execute()
-                    return self._site(new, results[-1])
-                except WatchError:
-                    continue
-        raise Conflict("the site is being changed concurrently; try again", code="site_busy")
+
+        async def body(p: Any) -> Site | None:
+            old = await watch_json(p, skey)
+            if old is None:
+                return None
+            new = change(old)
+            new["updatedAt"] = time.time()
+            p.multi()
+            p.set(skey, json.dumps(new))
+            if new["publishableKey"] != old["publishableKey"]:
+                p.delete(keys.site_key(key_hash(old["publishableKey"])))
+                p.set(keys.site_key(key_hash(new["publishableKey"])), site_id)
+            for origin in set(old["allowedOrigins"]) - set(new["allowedOrigins"]):
+                p.srem(keys.origin_sites(origin), site_id)
+            for origin in set(new["allowedOrigins"]) - set(old["allowedOrigins"]):
+                p.sadd(keys.origin_sites(origin), site_id)
+            p.scard(keys.site_active(site_id))
+            results = await p.execute()
+            return self._site(new, results[-1])
+
+        return await optimistic(self.r, body, busy=_busy, retries=20)
 
     async def list(self, *, limit: int, cursor: str | None) -> tuple[list[Site], str | None]:
         """Oldest first; ``cursor`` is the opaque ``nextCursor`` of the previous page."""
-        lo = f"({cursor}" if cursor else "-"
-        members = await self.r.zrangebylex(keys.sites_index(), lo, "+", start=0, num=limit + 1)
-        more = len(members) > limit
-        members = members[:limit]
-        ids = [m.split(":", 1)[1] for m in members]
+        ids, next_cursor = await page(self.r, keys.sites_index(), limit, cursor)
         if not ids:
             return [], None
         async with self.r.pipeline(transaction=False) as p:
@@ -169,7 +157,7 @@ class SiteStore:
             rows = await p.execute()
         sites = [self._site(json.loads(raw), active) for raw, active in zip(rows[::2], rows[1::2], strict=True)
                  if raw]
-        return sites, (members[-1] if more else None)
+        return sites, next_cursor
 
     async def sites_allowing(self, origin: str) -> set[str]:
         return set(await self.r.smembers(keys.origin_sites(origin)))
@@ -193,8 +181,3 @@ class SiteStore:
     @staticmethod
     def _site(data: dict[str, Any], active: int) -> Site:
         return Site.model_validate({**data, "activeSessions": int(active or 0)})
-
-
-def is_cursor(value: str) -> bool:
-    head, sep, tail = value.partition(":")
-    return bool(sep) and len(head) == 15 and head.isdigit() and 0 < len(tail) <= 64

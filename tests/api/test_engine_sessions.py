@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,6 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from avatar_server.engine import ENGINE_STATE, Delay, EngineConfig, EngineStatus, create_engine_app
+
+from ..catalog_helpers import validate
 
 KEY = "engine-test-key"
 HEADERS = {"Authorization": f"Bearer {KEY}", "X-Runway-Version": "2024-11-06"}
@@ -34,40 +33,6 @@ WIRE_KEYS: dict[str, tuple[set[str], set[str]]] = {
 }
 
 
-def _openapi_path() -> Path | None:
-    root = Path(__file__).resolve().parents[2]
-    candidates = [
-        os.environ.get("RUNWAY_OPENAPI_JSON"),
-        root / "docs" / "upstream" / "runway-characters-openapi.json",
-        root / "tests" / "data" / "runway-characters-openapi.json",
-        root.parent / "shared" / "upstream" / "runway-characters-openapi.json",
-    ]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    return None
-
-
-def _response_schema(path: str, method: str) -> dict[str, Any] | None:
-    found = _openapi_path()
-    if found is None:
-        return None
-    spec = json.loads(found.read_text())
-    return spec["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
-
-
-GET_SCHEMA = _response_schema("/v1/realtime_sessions/{id}", "get")
-CREATE_SCHEMA = _response_schema("/v1/realtime_sessions", "post")
-
-
-def _validate(instance: Any, schema: dict[str, Any] | None) -> None:
-    if schema is None:
-        return
-    import jsonschema
-
-    jsonschema.Draft202012Validator(schema).validate(instance)
-
-
 def check_wire(body: dict[str, Any]) -> dict[str, Any]:
     """Required keys present, no key beyond the schema, and the OpenAPI schema itself (when available)."""
     required, optional = WIRE_KEYS[body["status"]]
@@ -76,7 +41,7 @@ def check_wire(body: dict[str, Any]) -> dict[str, Any]:
     assert keys <= required | optional, f"extra {keys - required - optional} in {body}"
     assert uuid.UUID(body["id"]).version == 4
     assert body["createdAt"].endswith("Z")
-    _validate(body, GET_SCHEMA)
+    validate(body, "/v1/realtime_sessions/{id}", "get")
     return body
 
 
@@ -106,7 +71,7 @@ async def create(client: TestClient, body: dict[str, Any] | None = None) -> str:
     assert resp.status == 200, await resp.text()
     data = await resp.json()
     assert set(data) == {"id"}
-    _validate(data, CREATE_SCHEMA)
+    validate(data, "/v1/realtime_sessions", "post")
     return data["id"]
 
 

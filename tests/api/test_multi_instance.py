@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..harness import ENGINE_KEY, EngineHarness, ServerHarness, assert_no_leaks, make_settings
+from ..harness import ENGINE_KEY, EngineHarness, ServerHarness, assert_no_leaks, make_settings, upstream_final
 
 
 async def two_instances(redis_url: str, data_dir: Path, engine: EngineHarness) -> tuple[ServerHarness, ServerHarness]:
@@ -45,8 +45,7 @@ async def test_cap_fires_on_the_surviving_instance(redis_url, data_dir, engine) 
         await a.stop()
         rec = await b.wait_for(body["sessionId"], lambda r: r["status"] == "ENDED", timeout=15)
         assert rec["endReason"] == "cap"
-        engine_sessions = {s["id"]: s for s in await engine.control("GET", "/sessions")}
-        assert engine_sessions[rec["upstreamId"]]["status"] == "CANCELLED"
+        assert (await upstream_final(engine.control, rec["upstreamId"]))["status"] == "CANCELLED"
     finally:
         await a.stop_all()
         await b.stop_all()

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import aiohttp
 
-from ..harness import EngineHarness, ServerHarness
+from ..harness import EngineHarness, ServerHarness, upstream_final
 
 PRESET = {"type": "runway-preset", "presetId": "influencer"}
 
@@ -20,6 +20,9 @@ def ts(value: str) -> float:
 
 async def engine_session(control, upstream_id: str) -> dict:
     return {s["id"]: s for s in await control("GET", "/sessions")}[upstream_id]
+
+
+engine_final = upstream_final
 
 
 async def test_cap_cancels_upstream_within_a_second_and_tells_the_client(server: ServerHarness) -> None:
@@ -42,7 +45,7 @@ async def test_cap_cancels_upstream_within_a_second_and_tells_the_client(server:
     assert messages[-1] == {"type": "ended", "reason": "cap", "message": messages[-1]["message"]}
     rec = await server.wait_for(created["id"], lambda r: r["status"] == "ENDED")
     assert rec["endReason"] == "cap"
-    up = await engine_session(server.control, rec["upstreamId"])
+    up = await engine_final(server.control, rec["upstreamId"])
     # the server cancels at endsAt; the engine may stop itself a moment earlier (its clock starts at consume)
     assert up["status"] in ("CANCELLED", "COMPLETED")
     assert -1.0 < ts(up["endedAt"]) - ts(rec["endsAt"]) < 1.0, (up["endedAt"], rec["endsAt"])
@@ -62,7 +65,7 @@ async def test_restart_mid_session_still_caps(runway_server: ServerHarness, engi
     await runway_server.start()
     rec = await runway_server.wait_for(body["sessionId"], lambda r: r["status"] == "ENDED", timeout=5)
     assert rec["endReason"] == "cap"
-    up = await engine_session(engine.control, rec["upstreamId"])
+    up = await engine_final(engine.control, rec["upstreamId"])
     assert up["status"] == "CANCELLED"
 
 
@@ -74,7 +77,7 @@ async def test_restart_before_endsat_caps_on_time(runway_server: ServerHarness, 
     await runway_server.restart()
     rec = await runway_server.wait_for(body["sessionId"], lambda r: r["status"] == "ENDED", timeout=15)
     assert rec["endReason"] == "cap"
-    up = await engine_session(engine.control, rec["upstreamId"])
+    up = await engine_final(engine.control, rec["upstreamId"])
     assert up["status"] == "CANCELLED"
     assert 0 <= ts(up["endedAt"]) - ts(rec["endsAt"]) < 1.0
 
@@ -93,8 +96,9 @@ async def test_upstream_failed_ends_session(server: ServerHarness) -> None:
 
 
 async def test_provisioning_past_deadline_is_cancelled_upstream(redis_url, data_dir) -> None:
-    from ..harness import fast_engine_config, make_settings
     from avatar_server.engine.config import Delay
+
+    from ..harness import fast_engine_config, make_settings
 
     settings = make_settings(data_dir, redis_url, provision_timeout=1.5)
     h = await ServerHarness(settings, fast_engine_config(provisioning_delay=Delay("fixed", 30))).start()
@@ -103,7 +107,7 @@ async def test_provisioning_past_deadline_is_cancelled_upstream(redis_url, data_
         assert status == 201
         rec = await h.wait_for(created["id"], lambda r: r["status"] == "ENDED", timeout=10)
         assert rec["endReason"] == "provision_timeout"
-        up = await engine_session(h.control, rec["upstreamId"])
+        up = await engine_final(h.control, rec["upstreamId"])
         assert up["status"] == "CANCELLED"
     finally:
         await h.stop_all()
@@ -118,7 +122,7 @@ async def test_ready_but_never_picked_up_is_cancelled(redis_url, data_dir) -> No
         assert status == 201
         rec = await h.wait_for(created["id"], lambda r: r["status"] == "ENDED", timeout=10)
         assert rec["endReason"] == "ready_timeout" and rec["readyAt"] is not None
-        up = await engine_session(h.control, rec["upstreamId"])
+        up = await engine_final(h.control, rec["upstreamId"])
         assert up["status"] == "CANCELLED"
     finally:
         await h.stop_all()
@@ -133,7 +137,7 @@ async def test_vanished_client_is_abandoned_and_cancelled(server: ServerHarness)
     # socket gone; grace is 1 s in tests
     rec = await server.wait_for(created["id"], lambda r: r["status"] == "ENDED", timeout=10)
     assert rec["endReason"] == "abandoned"
-    up = await engine_session(server.control, rec["upstreamId"])
+    up = await engine_final(server.control, rec["upstreamId"])
     assert up["status"] == "CANCELLED"
 
 

@@ -6,7 +6,7 @@ import json
 
 import aiohttp
 
-from ..harness import ServerHarness
+from ..harness import ServerHarness, assert_no_leaks, make_settings
 
 PRESET = {"type": "runway-preset", "presetId": "cooking-teacher"}
 
@@ -15,8 +15,8 @@ async def test_connect_returns_credentials_runway_sdk_shape(server: ServerHarnes
     status, body = await server.admin("POST", "/v1/sessions/connect", {"avatarId": "cooking-teacher"})
     assert status == 200, body
     assert set(body) == {"sessionId", "serverUrl", "token", "roomName", "transport", "clientToken",
-                         "signalUrl", "endsAt"}
-    assert body["transport"] == "webrtc"
+                         "signalUrl", "endsAt", "iceServers"}
+    assert body["transport"] == "webrtc" and body["iceServers"] == []  # none configured: host candidates
     assert body["serverUrl"].startswith(server.base + "/engine/v1/rtc/")
     record = await server.wait_for(body["sessionId"], lambda r: r["status"] == "RUNNING")
     assert record["endsAt"] == body["endsAt"]
@@ -76,3 +76,25 @@ async def test_runway_mode_against_separate_engine(runway_server: ServerHarness,
     # idempotent
     status, again = await runway_server.admin("DELETE", f"/v1/sessions/{body['sessionId']}")
     assert status == 200 and again["endReason"] == "admin"
+
+
+async def test_configured_ice_servers_reach_the_browser(redis_url, data_dir) -> None:
+    ice = ({"urls": "turn:turn.example.com:3478", "username": "u", "credential": "c"},)
+    h = await ServerHarness(make_settings(data_dir, redis_url, ice_servers=ice)).start()
+    try:
+        status, body = await h.admin("POST", "/v1/sessions/connect", {"avatarId": "cooking-teacher"})
+        assert status == 200 and body["iceServers"] == list(ice)
+        await h.admin("DELETE", f"/v1/sessions/{body['sessionId']}")
+        status, created = await h.admin("POST", "/v1/sessions", {"avatar": PRESET})
+        assert status == 201
+        async with aiohttp.ClientSession() as http, \
+                http.ws_connect(created["signalUrl"] + "?token=" + created["clientToken"]) as ws:
+            while (msg := json.loads((await ws.receive(timeout=10)).data))["type"] != "credentials":
+                pass
+            assert msg["iceServers"] == list(ice)
+            await ws.send_str(json.dumps({"type": "end"}))
+            while json.loads((await ws.receive(timeout=5)).data)["type"] != "ended":
+                pass
+        await assert_no_leaks(h, None, h.control)
+    finally:
+        await h.stop_all()

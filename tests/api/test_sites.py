@@ -14,6 +14,7 @@ import pytest
 from avatar_server.store.sites import key_hash
 
 from ..harness import ServerHarness, fast_engine_config, make_settings
+from .kb_helpers import make_avatar, wait_status
 
 ORIGIN = "https://shop.example.com"
 SITE = {"name": "Shop", "allowedOrigins": [ORIGIN, "http://localhost:3000"],
@@ -133,9 +134,13 @@ async def test_browser_start_from_allowed_origin(server: ServerHarness) -> None:
                                    {"avatar": {"type": "runway-preset", "presetId": "cooking-teacher"},
                                     "maxDuration": 61})
     assert status == 422 and err["error"]["field"] == "maxDuration"
+    # a custom avatar of the site's list (it must exist and be READY)
+    avatar = await wait_status(server, (await make_avatar(server))["id"], "READY")
+    status, _ = await server.admin("PATCH", f"/v1/sites/{site['id']}",
+                                   {"avatarIds": [*site["avatarIds"], avatar["id"]]})
+    assert status == 200
     status, created, _ = await browser(server, "POST", "/v1/sessions", site["publishableKey"],
-                                       {"avatar": {"type": "custom",
-                                                   "avatarId": "8f14e45f-ceea-467a-9575-5b1b2e3f4a5c"}})
+                                       {"avatar": {"type": "custom", "avatarId": avatar["id"]}})
     assert status == 201, created
     assert created["maxDuration"] == 60
     status, got = await server.admin("GET", f"/v1/sites/{site['id']}")

@@ -27,6 +27,12 @@ def test_defaults_are_the_embedded_local_engine() -> None:
         ({"REDIS_URL": "http://localhost:6379"}, "REDIS_URL"),
         ({"AVATAR_SERVER_PUBLIC_URL": "ftp://x"}, "AVATAR_SERVER_PUBLIC_URL"),
         ({"AVATAR_SERVER_ADMIN_TOKEN": "short"}, "too short"),
+        ({"AVATAR_SERVER_START_RATE_PER_MINUTE": "-1"}, "AVATAR_SERVER_START_RATE_PER_MINUTE"),
+        ({"AVATAR_SERVER_TRUSTED_PROXIES": "10.0.0.0/8, proxy.local"}, "'proxy.local'"),
+        ({"AVATAR_SERVER_IDLE_TIMEOUT_SECONDS": "0"}, "AVATAR_SERVER_IDLE_TIMEOUT_SECONDS"),
+        ({"AVATAR_SERVER_BODY_TIMEOUT_SECONDS": "soon"}, "AVATAR_SERVER_BODY_TIMEOUT_SECONDS"),
+        ({"AVATAR_ENGINE_ICE_SERVERS": '{"urls": "stun:x"}'}, "AVATAR_ENGINE_ICE_SERVERS"),
+        ({"AVATAR_ENGINE_ICE_SERVERS": '[{"url": "stun:x"}]'}, "AVATAR_ENGINE_ICE_SERVERS"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], needle: str) -> None:
@@ -50,3 +56,19 @@ def test_admin_token_generated_once_and_kept(tmp_path: Path) -> None:
     again, generated_again = load_or_create_admin_token(s)
     assert (again, generated_again) == (token, False)
     assert oct((tmp_path / "d" / "admin-token").stat().st_mode & 0o777) == "0o600"
+
+
+def test_browser_limits_and_proxies_from_env() -> None:
+    s = Settings.from_env({
+        "AVATAR_SERVER_START_RATE_PER_MINUTE": "0",
+        "AVATAR_SERVER_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7 ,::1",
+        "AVATAR_SERVER_IDLE_TIMEOUT_SECONDS": "5",
+        "AVATAR_SERVER_BODY_TIMEOUT_SECONDS": "12.5",
+        "AVATAR_ENGINE_ICE_SERVERS": '[{"urls": ["stun:stun.example.com:3478"]}]',
+    })
+    assert s.ice_servers == ({"urls": ["stun:stun.example.com:3478"]},)
+    assert s.start_rate_per_minute == 0  # 0 switches the per-visitor limit off
+    assert [str(n) for n in s.trusted_proxies] == ["10.0.0.0/8", "192.168.1.7/32", "::1/128"]
+    assert (s.idle_timeout, s.body_timeout) == (5.0, 12.5)
+    d = Settings.from_env({})
+    assert (d.start_rate_per_minute, d.trusted_proxies, d.idle_timeout, d.body_timeout) == (10, (), 15.0, 30.0)

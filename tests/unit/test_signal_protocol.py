@@ -34,4 +34,12 @@ def test_credentials_message_shape() -> None:
                               room_name="r", ends_at="2026-01-01T00:00:00.000Z", max_duration=60)
     assert json.loads(dump(msg)) == {"type": "credentials", "sessionId": "s", "transport": "webrtc",
                                      "serverUrl": "http://x/rtc/s", "token": "t", "roomName": "r",
-                                     "endsAt": "2026-01-01T00:00:00.000Z", "maxDuration": 60}
+                                     "endsAt": "2026-01-01T00:00:00.000Z", "maxDuration": 60,
+                                     "iceServers": []}
+    stun = [{"urls": "stun:stun.example.com:3478"}]
+    assert credentials_message(session_id="s", transport="webrtc", server_url="u", token="t", room_name="r",
+                               ends_at=None, max_duration=60, ice_servers=stun)["iceServers"] == stun
+    # LiveKit (Runway) brings its own ICE configuration: no iceServers field
+    assert "iceServers" not in credentials_message(session_id="s", transport="livekit", server_url="wss://x",
+                                                   token="t", room_name="r", ends_at=None, max_duration=60,
+                                                   ice_servers=stun)
