@@ -77,6 +77,13 @@ class EngineCatalog:
         self._store: EngineCatalogStore | None = None
         self.config = config
         self._rng = random.Random(config.seed)
+        self._last_stamp = 0
+
+    def _stamp(self) -> int:
+        """``createdAt``/``updatedAt`` in ms, strictly increasing in this engine: lists sorted by them
+        come out in the order of the writes, even for several writes in one millisecond."""
+        self._last_stamp = max(_now_ms(), self._last_stamp + 1)
+        return self._last_stamp
 
     @property
     def store(self) -> EngineCatalogStore:
@@ -88,7 +95,7 @@ class EngineCatalog:
     async def create_avatar(self, body: Any) -> dict[str, Any]:
         fields = validate_avatar_create(body)
         processed = await _process(fields["referenceImage"])
-        now = _now_ms()
+        now = self._stamp()
         record: Record = {
             "id": str(uuid.uuid4()),
             "name": fields["name"],
@@ -119,7 +126,7 @@ class EngineCatalog:
         if "referenceImage" in fields:
             self._check_image_change(current)
             processed = await _process(fields["referenceImage"])
-        now = _now_ms()
+        now = self._stamp()
 
         def change(old: Record) -> Record:
             new = {**old, **{k: v for k, v in fields.items() if k != "referenceImage"}, "updatedAt": now}
@@ -221,7 +228,7 @@ class EngineCatalog:
     # --- documents ----------------------------------------------------------------------------
     async def create_document(self, body: Any) -> dict[str, Any]:
         fields = validate_document_create(body)
-        now = _now_ms()
+        now = self._stamp()
         record: Record = {"id": str(uuid.uuid4()), "name": fields["name"], "type": "text",
                           "content": fields["content"], "createdAt": now, "updatedAt": now}
         await self.store.create_document(record)
@@ -235,7 +242,7 @@ class EngineCatalog:
 
     async def update_document(self, document_id: str, body: Any) -> None:
         fields = validate_document_patch(body)
-        now = _now_ms()
+        now = self._stamp()
         try:
             new = (await self.store.update_document(document_id, lambda old: {**old, **fields, "updatedAt": now})
                    if _is_id(document_id) else None)

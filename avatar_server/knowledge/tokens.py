@@ -26,6 +26,13 @@ Non-ASCII, per character, by the block its UTF-8 lead byte starts
     their byte count, which no byte-level BPE exceeds. Plus one per run of non-ASCII.
 
 The weighted sum is raised by ``MARGIN``, rounded up, and ``PER_TEXT`` is added once.
+
+A floor guards the weighted sum against text built to slip under it (repeated one-letter
+lines, control characters, CRLF line ends, digit lists): byte-level BPE tokenizers first cut
+text into pieces — words, numbers of up to three digits, punctuation runs, line breaks,
+spaces — and never merge across them, so every piece costs at least one token. ``pieces``
+counts them with a cut at least as fine as cl100k's (each ``\r`` and ``\n`` alone, each
+control character alone, a C1 control as its two bytes), and the count is never below it.
 Known limit: text made mostly of *rare* CJK ideographs or hangul syllables (random
 characters, not language) can cost up to ~2.5 tokens per character in cl100k and is
 under-counted; ordinary CJK text is not.
@@ -52,7 +59,7 @@ WEIGHTS: dict[str, float] = {
     "tabs": 1.25,  # per tab
     # non-ASCII, per character unless said otherwise
     "other_words": 2.05,  # per run of non-ASCII characters
-    "latin": 0.1,  # U+0080-02FF: accented Latin letters, Latin-1 symbols, IPA (they split words)
+    "latin": 1.0,  # U+0080-02FF: accented Latin letters, Latin-1 symbols, IPA (runs of them split per character)
     "greek": 1.4,
     "cyrillic": 0.85,
     "two_byte": 0.9,  # U+0540-07FF: Armenian, Hebrew, Arabic, Syriac, Thaana, N'Ko
@@ -195,9 +202,27 @@ def features(text: str) -> dict[str, int]:
     return counts
 
 
+# Pieces no BPE tokenizer merges across: a control character (C0, DEL, C1), a line-break
+# character, a letter run with an optional leading space, up to three digits, a run of other
+# symbols with an optional leading space, a run of other whitespace.
+_PIECE = re.compile(
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\r|\n| ?[^\W\d_]+|\d{1,3}"
+    r"| ?(?:[^\s\w\x00-\x1f\x7f-\x9f]|_)+|[^\S\r\n]+"
+)
+_C1 = re.compile(r"[\x80-\x9f]")  # two UTF-8 bytes each, and no vocabulary has them merged
+
+
+def pieces(text: str) -> int:
+    """A floor on any byte-level BPE count: the pieces ``text`` is cut into before merging."""
+    n = len(_PIECE.findall(text))
+    if not text.isascii():
+        n += len(_C1.findall(text))
+    return n
+
+
 def count_tokens(text: str) -> int:
     """A conservative (upper-bound) token count of ``text``; 0 for the empty string."""
     if not text:
         return 0
     estimate = sum(WEIGHTS[name] * n for name, n in features(text).items())
-    return math.ceil(estimate * (1.0 + MARGIN)) + PER_TEXT
+    return max(math.ceil(estimate * (1.0 + MARGIN)), pieces(text)) + PER_TEXT
