@@ -194,6 +194,18 @@ def _random_samples() -> dict[str, str]:
     }
 
 
+# Text built to slip under a weighted estimate: every piece a pre-tokenizer cuts costs a token.
+ADVERSARIAL = {
+    "control_chars": "\x01" * 2000 + "ab\x02" * 300 + "\x7f" * 500,
+    "c1_controls": "\x85\x9f" * 500,
+    "crlf_lines": "a\r\n" * 600,
+    "one_letter_lines": "a\n" * 800 + "- A\n" * 400,
+    "digit_list": " ".join("7" for _ in range(900)),
+    "accented_run": "é" * 900 + "éàüñøß" * 100 + "©" * 300,
+    "digit_table": "\n".join("| 1 | 2 | 3 | 4 |" for _ in range(120)),
+    "dots": "x." * 700 + ". " * 700,
+}
+
 SAMPLES: dict[str, str] = {
     "english": ENGLISH,
     "markdown": MARKDOWN,
@@ -216,6 +228,7 @@ SAMPLES: dict[str, str] = {
     "emoji_chat": EMOJI_CHAT,
     "mixed": MIXED,
     **_random_samples(),
+    **ADVERSARIAL,
 }
 
 
