@@ -91,13 +91,17 @@ class KnowledgeRecords:
                  extra={"avatar_id": avatar_id, "applied": res.applied, "documents": len(target)})
 
     async def reconcile_tokens(self, document_id: str, content: str, tokens: int, old_tokens: int) -> None:
-        keep = False
-        with contextlib.suppress(Exception):
+        """After a failed upstream content edit: the count of what the upstream holds now; when that
+        cannot be read, the larger of the two counts (the edit may have landed)."""
+        try:
             up = await self.upstream.get_document(document_id)
-            keep = up.get("content") == content
-        await self.store.set_tokens(document_id, tokens if keep else old_tokens, limit=None)
+        except Exception:  # noqa: BLE001 - the upstream is failing: assume the worse case
+            count = max(tokens, old_tokens)
+        else:
+            count = tokens if up.get("content") == content else old_tokens
+        await self.store.set_tokens(document_id, count, limit=None)
         log.info("document tokens reconciled after an upstream error",
-                 extra={"document_id": document_id, "kept_new": keep})
+                 extra={"document_id": document_id, "kept_new": count == tokens})
 
     async def register_document(self, up: dict[str, Any], tokens: int) -> None:
         await self.store.put_document(up["id"], {

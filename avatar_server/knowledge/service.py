@@ -235,18 +235,16 @@ class KnowledgeService:
             return await self.records.relink(avatar_id, new, {"documentIds": new}, field="documentId")
 
     async def delete_avatar(self, avatar_id: str) -> int:
-        """End the avatar's live sessions (reason ``admin``), delete it upstream, forget it and its
-        links. Returns how many sessions were ended."""
+        """Delete the avatar upstream, forget it and its links, then end its live sessions (reason
+        ``admin``). Returns how many sessions were ended. When the upstream refuses or fails the
+        delete, nothing changes: the avatar and its sessions live on."""
         async with self.lock.hold():
             known = await self.store.avatar(avatar_id) is not None
-            ended = await self.end_sessions(avatar_id) if self.end_sessions else 0
             deleted = await upstream_call(self.upstream.delete_avatar(avatar_id), "avatar", avatar_id)
             await self.store.delete_avatar(avatar_id)
             if not deleted and not known:
                 raise NotFound(f"no avatar {avatar_id}", code="avatar_not_found")
-            if self.end_sessions:  # one started while we deleted would fail upstream anyway; end it now
-                ended += await self.end_sessions(avatar_id)
-        return ended
+            return await self.end_sessions(avatar_id) if self.end_sessions else 0
 
     # ================================================================= sessions
     async def check_session_avatar(self, avatar: dict[str, Any]) -> None:

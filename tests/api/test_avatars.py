@@ -250,6 +250,25 @@ async def test_deleting_an_avatar_ends_its_live_sessions(server: ServerHarness) 
     assert status == 404 and body["error"]["code"] == "avatar_not_found"
 
 
+async def test_a_failed_upstream_delete_keeps_the_avatar_and_its_sessions(server: ServerHarness) -> None:
+    avatar = await make_avatar(server)
+    await wait_status(server, avatar["id"], "READY")
+    status, created = await _start(server, avatar["id"])
+    assert status == 201, created
+    upstream = upstream_of(server)
+    await upstream.control("POST", "/faults", {"rules": [{"op": "avatar_delete", "status": 400}]})
+    status, body = await server.admin("DELETE", f"/v1/avatars/{avatar['id']}")
+    assert status == 502, body
+    await upstream.control("DELETE", "/faults")
+    assert (await server.admin("GET", f"/v1/avatars/{avatar['id']}"))[0] == 200
+    _, rec = await server.admin("GET", f"/v1/sessions/{created['id']}")
+    assert rec["status"] != "ENDED", rec  # the session was not ended for a delete that did not happen
+    status, _ = await server.admin("DELETE", f"/v1/avatars/{avatar['id']}")
+    assert status == 204
+    rec = await server.wait_for(created["id"], lambda r: r["status"] == "ENDED")
+    assert rec["endReason"] == "admin"
+
+
 async def test_avatars_are_admin_only(server: ServerHarness) -> None:
     for method, path in (("GET", "/v1/avatars"), ("POST", "/v1/avatars"), ("GET", f"/v1/avatars/{uuid.uuid4()}"),
                          ("PUT", f"/v1/avatars/{uuid.uuid4()}/documents/{uuid.uuid4()}")):
