@@ -19,6 +19,7 @@ from typing import Literal
 from aiohttp import web
 
 from ..appkeys import ADMIN_TOKEN, SESSIONS, SITES
+from ..bearer import MalformedCredential, parse_bearer
 from ..errors import Forbidden, Unauthorized
 from ..models.sessions import SessionStatus
 from ..models.sites import Site
@@ -33,11 +34,10 @@ class Principal:
 
 
 def bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return None
-    return value.strip()
+    try:
+        return parse_bearer(request.headers.get("Authorization", ""))
+    except MalformedCredential:
+        raise Unauthorized("the credential is not valid") from None
 
 
 def is_admin_token(request: web.Request, token: str | None) -> bool:
@@ -94,6 +94,8 @@ async def signal_principal(request: web.Request, session_id: str) -> Principal:
     token = request.query.get("token")
     if not token:
         raise Unauthorized("the signal socket needs ?token=<clientToken>")
+    if not (token.isascii() and token.isprintable()):
+        raise Unauthorized("the clientToken is not valid for this session")
     if token.startswith("ct_"):
         return await _client_principal(request, session_id, token)
     if token.startswith("pk_") or is_admin_token(request, token):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 
 from aiohttp import web
 
@@ -13,6 +14,7 @@ from ..models.sessions import EndReason, SessionConnect, SessionCreate, iso
 from ..sessions.service import SessionService
 from . import admission, bodies
 from .auth import require_admin, session_principal
+from .params import path_id
 
 routes = web.RouteTableDef()
 
@@ -72,7 +74,7 @@ async def connect_session(request: web.Request) -> web.Response:
 
 @routes.get("/v1/sessions/{id}")
 async def get_session(request: web.Request) -> web.Response:
-    sid = request.match_info["id"]
+    sid = path_id(request, "id", "session")
     await session_principal(request, sid)
     rec = await request.app[SESSIONS].get(sid)
     return web.json_response(rec.public())
@@ -80,7 +82,7 @@ async def get_session(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/sessions/{id}")
 async def delete_session(request: web.Request) -> web.Response:
-    sid = request.match_info["id"]
+    sid = path_id(request, "id", "session")
     who = await session_principal(request, sid)
     reason = EndReason.ADMIN if who.kind == "admin" else EndReason.CLIENT
     rec = await request.app[SESSIONS].end(sid, reason)
@@ -100,7 +102,9 @@ async def list_sessions(request: web.Request) -> web.Response:
         try:
             cursor = float(cursor_raw)
         except ValueError:
-            raise ValidationFailed("cursor is not valid", field="cursor") from None
+            cursor = math.nan
+        if not math.isfinite(cursor):
+            raise ValidationFailed("cursor is not valid", field="cursor")
     records, next_cursor = await request.app[SESSIONS].store.list(
         active=status == "active", limit=limit, cursor=cursor
     )

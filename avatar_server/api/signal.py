@@ -9,6 +9,7 @@ from aiohttp import WSMsgType, web
 from ..appkeys import BROKER, SESSIONS, SOCKETS
 from ..signalling.protocol import MAX_CLIENT_MESSAGE_BYTES
 from .auth import signal_principal
+from .params import path_id
 
 routes = web.RouteTableDef()
 
@@ -37,7 +38,7 @@ class AiohttpTransport:
 
 @routes.get("/v1/sessions/{id}/signal")
 async def signal(request: web.Request) -> web.StreamResponse:
-    sid = request.match_info["id"]
+    sid = path_id(request, "id", "session")
     await signal_principal(request, sid)
     await request.app[SESSIONS].get(sid)
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=MAX_CLIENT_MESSAGE_BYTES * 4, autoping=True)

@@ -15,7 +15,7 @@ from ..errors import NotFound, ValidationFailed
 from ..models.sites import Site, SiteCreate, SitePatch
 from . import bodies
 from .auth import require_admin
-from .params import page_params
+from .params import page_params, path_id
 
 routes = web.RouteTableDef()
 
@@ -32,7 +32,7 @@ def _json(site: Site, status: int = 200) -> web.Response:
 
 
 async def _site_or_404(request: web.Request) -> Site:
-    site = await request.app[SITES].get(request.match_info["id"])
+    site = await request.app[SITES].get(path_id(request, "id", "site"))
     if site is None:
         raise NotFound(f"no site {request.match_info['id']}", code="site_not_found")
     return site
@@ -72,7 +72,7 @@ async def patch_site(request: web.Request) -> web.Response:
     body = await bodies.parse(request, SitePatch)
     changes = body.changes()
     _check_cap(request, changes.get("maxDuration"))
-    site = await request.app[SITES].update(request.match_info["id"], changes)
+    site = await request.app[SITES].update(path_id(request, "id", "site"), changes)
     if site is None:
         raise NotFound(f"no site {request.match_info['id']}", code="site_not_found")
     return _json(site)
@@ -81,7 +81,7 @@ async def patch_site(request: web.Request) -> web.Response:
 @routes.delete("/v1/sites/{id}")
 async def delete_site(request: web.Request) -> web.Response:
     require_admin(request)
-    if not await request.app[SITES].delete(request.match_info["id"]):
+    if not await request.app[SITES].delete(path_id(request, "id", "site")):
         raise NotFound(f"no site {request.match_info['id']}", code="site_not_found")
     return web.Response(status=204)
 
@@ -89,7 +89,7 @@ async def delete_site(request: web.Request) -> web.Response:
 @routes.post("/v1/sites/{id}/rotate-key")
 async def rotate_key(request: web.Request) -> web.Response:
     require_admin(request)
-    site = await request.app[SITES].rotate_key(request.match_info["id"])
+    site = await request.app[SITES].rotate_key(path_id(request, "id", "site"))
     if site is None:
         raise NotFound(f"no site {request.match_info['id']}", code="site_not_found")
     return _json(site)

@@ -45,6 +45,7 @@ from typing import Any
 
 from aiohttp import web
 
+from avatar_server.bearer import MalformedCredential, parse_bearer
 from avatar_server.engine.catalog import CatalogKnowledge, EngineCatalog
 from avatar_server.engine.catalog_api import add_catalog_routes
 from avatar_server.engine.config import Delay, EngineConfig
@@ -197,11 +198,10 @@ def _seconds(value: float) -> str:
 
 
 def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
+    try:
+        return parse_bearer(request.headers.get("Authorization", ""))
+    except MalformedCredential:
+        raise EngineError(401, "Invalid API key") from None
 
 
 def _require_api_key(request: web.Request) -> None:

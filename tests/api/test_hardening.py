@@ -131,3 +131,52 @@ async def test_signal_message_flood_closes_the_socket(server: ServerHarness) -> 
                 codes.append(data["code"])
         assert "rate_limited" in codes
         assert ws.closed and ws.close_code == 1008
+
+
+async def _raw_request(server: ServerHarness, method: str, path: str, headers: bytes = b"") -> tuple[int, dict]:
+    """One request over a bare socket (headers as raw bytes, which no HTTP client would send)."""
+    reader, writer = await _open(server)
+    try:
+        writer.write(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".encode()
+                     + headers + b"Content-Length: 0\r\n\r\n")
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, (json.loads(body) if body.strip().startswith(b"{") else {})
+
+
+@pytest.mark.parametrize("token", [b"\xff\xfe\xfa", b"pk_\xc3\x28", b"ct_\xe2\x82", "ct_é".encode()])
+async def test_a_bearer_of_raw_bytes_is_401_everywhere(server: ServerHarness, token: bytes) -> None:
+    _, created = await server.admin("POST", "/v1/sessions", {"avatar": PRESET})
+    header = b"Authorization: Bearer " + token + b"\r\n"
+    for method, path in (("GET", "/v1/sites"), ("GET", f"/v1/sessions/{created['id']}"),
+                         ("POST", "/v1/sessions"), ("POST", "/v1/sessions/connect"), ("GET", "/v1/avatars"),
+                         ("DELETE", f"/v1/sessions/{created['id']}")):
+        status, body = await _raw_request(server, method, path, header)
+        assert status == 401 and body["error"]["code"] == "unauthorized", (method, path, status, body)
+    status, body = await _raw_request(server, "GET", "/engine/v1/avatars", header + b"X-Runway-Version: 2024-11-06\r\n")
+    assert status == 401 and "error" in body, body
+    _, rec = await server.admin("GET", f"/v1/sessions/{created['id']}")
+    assert rec["status"] != "ENDED"  # none of it ended the session
+
+
+async def test_ids_that_are_not_uuids_are_404_not_redis_errors(server: ServerHarness) -> None:
+    _, created = await server.admin("POST", "/v1/sessions", {"avatar": PRESET})
+    _, site = await server.admin("POST", "/v1/sites", {
+        "name": "Shop", "allowedOrigins": ["https://shop.example"], "avatarIds": ["cooking-teacher"],
+        "maxConcurrentSessions": 2})
+    # ids that land on other keys of the same record (its lease, its active set) if used unchecked
+    for method, path in (("GET", f"/v1/sessions/{created['id']}:lease"),
+                         ("DELETE", f"/v1/sessions/{created['id']}:consumed"),
+                         ("GET", f"/v1/sites/{site['id']}:active"), ("PATCH", f"/v1/sites/{site['id']}:active"),
+                         ("DELETE", f"/v1/sites/{site['id']}:active"),
+                         ("POST", f"/v1/sites/{site['id']}:active/rotate-key")):
+        status, body = await server.admin(method, path, {} if method == "PATCH" else None)
+        assert status == 404 and body["error"]["code"] in ("session_not_found", "site_not_found"), (path, body)
+    for cursor in ("nan", "inf", "-inf", "x"):
+        status, body = await server.admin("GET", f"/v1/sessions?cursor={cursor}")
+        assert status == 422 and body["error"]["field"] == "cursor", (cursor, body)
+    await server.admin("DELETE", f"/v1/sessions/{created['id']}")

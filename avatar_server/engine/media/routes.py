@@ -28,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
+from avatar_server.bearer import MalformedCredential, parse_bearer
 from avatar_server.engine.media.manager import MediaManager
 from avatar_server.errors import AvatarServerError
 
@@ -98,7 +99,10 @@ def add_rtc_routes(
 
     async def offer(request: web.Request) -> web.Response:
         session_id = request.match_info["id"]
-        token = _bearer(request)
+        try:
+            token = parse_bearer(request.headers.get("Authorization", ""))
+        except MalformedCredential:
+            return _error(401, "Invalid token")
         if token is None:
             return _error(401, "Missing bearer token")
         try:
@@ -136,12 +140,6 @@ def add_rtc_routes(
 
     app.router.add_post(path, offer)
     app.router.add_route("OPTIONS", path, preflight)
-
-
-def _bearer(request: web.Request) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
 
 
 def _error_of(exc: Exception) -> tuple[int | None, str]:
