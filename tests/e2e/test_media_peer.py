@@ -375,3 +375,40 @@ async def _eventually(predicate: Any, timeout: float = 10.0) -> bool:
 
     await asyncio.wait_for(poll(), timeout)
     return True
+
+
+async def test_a_session_that_ends_while_its_peer_is_built_gets_no_media() -> None:
+    """The session is live when the offer arrives and has ended (cancelled, capped) by the time the
+    peer is built: the peer is closed at once and the offer refused, so no media outlives it."""
+    key = web.AppKey("media", MediaManager)
+    session = FakeSession("s1", "tok_" + "b" * 30)
+    looks: list[str] = []
+    manager = MediaManager()
+    closed: list[tuple[str, str]] = []
+
+    def get_session(sid: str) -> Any:
+        looks.append(sid)
+        if len(looks) > 1:  # the second look, after the peer was built: the session is over
+            raise web.HTTPConflict(text="ended")  # any exception counts as "not live"
+        return session
+
+    app = web.Application()
+    app[key] = manager
+    add_rtc_routes(app, manager_key=key, get_session=get_session, on_connected=lambda sid: None,
+                   on_closed=lambda sid, reason: closed.append((sid, reason)))
+    server = TestServer(app)
+    await server.start_server()
+    client = RtcClient()
+    try:
+        offer = await client.offer()
+        async with aiohttp.ClientSession() as http:
+            async with http.post(server.make_url("/v1/rtc/s1"), json=offer,
+                                 headers={"Authorization": "Bearer " + session.rtc_token}) as r:
+                assert r.status == 409, await r.text()
+        assert looks == ["s1", "s1"]
+        assert manager.active_count() == 0 and manager.peer("s1") is None
+        assert closed == [("s1", "server")]
+    finally:
+        await client.close()
+        await server.close()
+        await manager.close()

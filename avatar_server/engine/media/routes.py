@@ -97,6 +97,10 @@ def add_rtc_routes(
     when the peer ends (reasons: ``peer.CloseReason`` values).
     """
 
+    async def _session(session_id: str) -> object | None:
+        session = get_session(session_id)
+        return await session if inspect.isawaitable(session) else session
+
     async def offer(request: web.Request) -> web.Response:
         session_id = request.match_info["id"]
         try:
@@ -106,9 +110,7 @@ def add_rtc_routes(
         if token is None:
             return _error(401, "Missing bearer token")
         try:
-            session = get_session(session_id)
-            if inspect.isawaitable(session):
-                session = await session
+            session = await _session(session_id)
             if session is None:
                 return _error(404, "Session not found")
             if not token_ok(session, token):
@@ -128,6 +130,15 @@ def add_rtc_routes(
                 on_connected=lambda: on_connected(session_id),
                 on_closed=lambda reason: on_closed(session_id, reason),
             )
+            # The session may have ended (cancelled, capped) while the peer was being built, before
+            # its owner could see a peer to close: look again, and close the peer if so.
+            try:
+                still_live = await _session(session_id) is not None
+            except Exception:
+                still_live = False
+            if not still_live:
+                await request.app[manager_key].close_session(session_id)
+                return _error(409, "The session ended while its media connection was set up")
         except Exception as exc:
             status, message = _error_of(exc)
             if status is None:
