@@ -101,7 +101,7 @@ def create_engine_app(
     state = EngineState(config, avatar_lookup=avatar_lookup)
     app[ENGINE_STATE] = state
     media = MediaManager(ice_servers=config.ice_servers, knowledge=knowledge,
-                         connect_timeout=config.connect_grace)
+                         connect_timeout=lambda: state.config.connect_grace)  # PATCH /_control/config may change it
     app[ENGINE_MEDIA] = media
     _wire_media(app, state, media)
     app[ENGINE_FAULTS] = FaultInjector()

@@ -34,12 +34,13 @@ class MediaManager:
         ice_servers: list[dict[str, Any]] | None = None,
         knowledge: KnowledgeSource | None = None,
         speech: SpeechSynth | None = None,
-        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+        connect_timeout: float | Callable[[], float] = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
+        """``connect_timeout`` may be a callable, read at each offer (a setting that can change)."""
         self._ice_servers = list(ice_servers or [])
         self._knowledge = knowledge
         self._speech = speech or SpeechSynth()
-        self._connect_timeout = connect_timeout
+        self._connect_timeout = connect_timeout if callable(connect_timeout) else (lambda: connect_timeout)
         self._peers: dict[str, EnginePeer] = {}
         self._claimed: OrderedDict[str, None] = OrderedDict()  # sessions that got (or are getting) a peer
         self._renderers: OrderedDict[int, FrameRenderer] = OrderedDict()
@@ -92,7 +93,7 @@ class MediaManager:
                 ice=self._ice_servers,
                 on_connected=on_connected,
                 on_closed=closed,
-                connect_timeout=self._connect_timeout,
+                connect_timeout=self._connect_timeout(),
                 max_duration=max_duration,
             )
             self._peers[session_id] = peer

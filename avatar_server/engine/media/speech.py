@@ -163,17 +163,18 @@ class SpeechSynth:
         text = " ".join(text.split())[:MAX_TEXT_CHARS]
         if not text:
             return np.zeros(0, np.int16)
+        # babble, WAV parsing and resampling cost up to ~150 ms for a long reply: off the loop,
+        # so every stream's frames keep their pace meanwhile
         path = self.binary_path
         if path is None:
             self._fallback(f"espeak-ng not found ({self._binary or ESPEAK_BINARY!r})")
-            return babble(text, voice)
+            return await asyncio.to_thread(babble, text, voice)
         try:
             wav = await self._run(path, text, voice)
-            pcm, rate = parse_wav(wav)
+            return await asyncio.to_thread(_decode, wav)
         except (OSError, ValueError, TimeoutError) as exc:
             self._fallback(f"espeak-ng failed: {type(exc).__name__}: {exc}")
-            return babble(text, voice)
-        return resample(pcm, rate)
+            return await asyncio.to_thread(babble, text, voice)
 
     async def _run(self, path: str, text: str, voice: Voice) -> bytes:
         args = [path, "--stdout", "-v", voice.espeak_name, "-s", str(voice.speed), "-p", str(voice.pitch)]
@@ -198,3 +199,9 @@ class SpeechSynth:
         if not self._warned:
             self._warned = True
             log.warning("%s; speaking with the synthetic babble instead", reason)
+
+
+def _decode(wav: bytes) -> np.ndarray:
+    """espeak-ng's WAV output as 48 kHz mono int16."""
+    pcm, rate = parse_wav(wav)
+    return resample(pcm, rate)
