@@ -378,7 +378,7 @@ class Call {
       sessionId: this.sessionId,
       video,
       microphone: wantMic && this.micOn,
-      onTranscript: (t) => { if (t && typeof t.text === "string") this.w._caption(t.role, t.text); },
+      onTranscript: (t) => { if (t && typeof t.text === "string") this.w._caption(t.role, t.text, t.id); },
       onEnd: (reason) => {
         if (this.ended || this.ending) return;
         // the room closed under us: the server will say why; ask it to end in any case
@@ -661,9 +661,16 @@ export class AvatarWidget extends HTMLElement {
     this._el.message.textContent = text;
   }
 
-  _caption(role, text) {
+  // A caption with an `id` (Runway's transcript deltas: the whole text so far, same id until
+  // the turn is final) replaces the line of that id while it is on screen, rather than adding one.
+  _caption(role, text, id) {
     const box = this._el.captions;
+    if (id != null) {
+      const same = [...box.children].find((el) => el.dataset.captionId === String(id));
+      if (same) { same.textContent = text; return; }
+    }
     const line = document.createElement("div");
+    if (id != null) line.dataset.captionId = String(id);
     line.className = `caption ${role === "user" ? "user" : "assistant"}`;
     line.setAttribute("part", `caption caption-${role === "user" ? "user" : "assistant"}`);
     line.textContent = text;

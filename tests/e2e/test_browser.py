@@ -212,7 +212,10 @@ export async function connect(opts) {
   const timer = setInterval(() => { g.fillStyle = `hsl(${hue = (hue + 7) % 360}, 80%, 50%)`;
     g.fillRect(0, 0, 64, 64); }, 40);
   opts.video.srcObject = canvas.captureStream(25);
-  setTimeout(() => opts.onTranscript({ role: "assistant", text: "Hello from the stand-in", final: true }), 50);
+  // as the SDK does: interim deltas of one turn share an id, each with the whole text so far
+  const deltas = ["Hello", "Hello from", "Hello from the stand-in"];
+  deltas.forEach((text, i) => setTimeout(() => opts.onTranscript(
+    { role: "assistant", text, final: i === deltas.length - 1, id: "turn-1" }), 50 + 20 * i));
   return {
     async end() { rec.calls.push("end"); clearInterval(timer); },
     async setMicrophone(on) { rec.calls.push(`mic:${on}`); },
@@ -272,6 +275,8 @@ async def test_livekit_transport_hands_credentials_to_the_sdk_module(livekit_ser
             assert handed["token"] and handed["roomName"], handed
             assert handed["video"] and handed["onTranscript"] == "function" and handed["onEnd"] == "function"
             await page.locator(f"{WIDGET} .caption.assistant", has_text="Hello from the stand-in").wait_for()
+            captions = await page.locator(f"{WIDGET} .caption.assistant").all_inner_texts()
+            assert captions == ["Hello from the stand-in"], captions  # deltas of one turn: one line
             await page.locator(f"{WIDGET} .mic").click()
             detail = await page.evaluate(f"document.querySelector('{WIDGET}').end()")
             assert detail["reason"] == "client", detail
