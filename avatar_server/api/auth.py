@@ -23,7 +23,7 @@ from ..bearer import MalformedCredential, parse_bearer
 from ..errors import Forbidden, Unauthorized
 from ..models.sessions import SessionStatus
 from ..models.sites import Site
-from .cors import scope_to_site
+from .cors import close_to_browsers, scope_to_site
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ def require_admin(request: web.Request) -> Principal:
     if token is None:
         raise Unauthorized("an admin token is required (Authorization: Bearer <admin token>)")
     if is_admin_token(request, token):
+        close_to_browsers(request)
         return Principal("admin")
     if token.startswith(("ct_", "pk_")):
         raise Forbidden("this credential may not do this")
@@ -63,6 +64,7 @@ async def session_principal(request: web.Request, session_id: str, token: str | 
     if token is None:
         raise Unauthorized("a session's clientToken or the admin token is required")
     if is_admin_token(request, token):
+        close_to_browsers(request)
         return Principal("admin")
     if token.startswith("ct_"):
         principal = await _client_principal(request, session_id, token)

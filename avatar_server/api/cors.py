@@ -8,7 +8,8 @@ headers at all, so no browser page can read an admin response.
   ``Origin`` echoed when some site allows it; 403 ``origin_not_allowed`` otherwise.
 - Responses: ``Access-Control-Allow-Origin: <the exact origin>`` when the origin is
   allowed — by the publishable key's site, or by the session's site for a client token
-  (``scope_to_site``), or by any site when the credential names none — and always
+  (``scope_to_site``), or by any site when the request carries no valid credential (so a
+  page can read why it was refused); never for the admin token (``close_to_browsers``) — and always
   ``Vary: Origin``. Never ``*``; no cookies are involved (``Authorization`` bearer only),
   so ``Allow-Credentials`` is never sent.
 """
@@ -45,6 +46,7 @@ class CorsScope:
 
     scoped: bool = False
     site_id: str | None = None
+    closed: bool = False  # the admin token: its answers are for no page of any site
 
 
 SCOPE_KEY = web.RequestKey("cors_scope", CorsScope)
@@ -55,6 +57,14 @@ def scope_to_site(request: web.Request, site_id: str | None) -> None:
     if scope is not None:
         scope.scoped = True
         scope.site_id = site_id
+
+
+def close_to_browsers(request: web.Request) -> None:
+    """The caller is the admin: no site's page may read this answer (the admin console is
+    same-origin and needs no CORS)."""
+    scope = request.get(SCOPE_KEY)
+    if scope is not None:
+        scope.closed = True
 
 
 def browser_methods(path: str) -> tuple[str, ...] | None:
@@ -75,7 +85,7 @@ def _add_vary(resp: web.StreamResponse, *names: str) -> None:
 
 
 async def origin_allowed(request: web.Request, origin: str | None, scope: CorsScope | None = None) -> bool:
-    if origin is None:
+    if origin is None or (scope is not None and scope.closed):
         return False
     sites = request.app[SITES]
     try:

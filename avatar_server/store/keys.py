@@ -78,6 +78,13 @@ def origin_sites(origin: str) -> str:
     return f"{PREFIX}origin:{origin}"
 
 
+def session_admission(session_id: str) -> str:
+    """String with TTL: a site slot was taken for this session id and its record may not be written
+    yet; once it has expired, a slot with no record behind it is an orphan (its instance died
+    between admission and create) and the next full admission frees it."""
+    return f"{PREFIX}session:{session_id}:admitted"
+
+
 def site_active(site_id: str) -> str:
     """Set: ids of the site's sessions that are not ENDED (concurrency accounting)."""
     return f"{PREFIX}site:{site_id}:active"

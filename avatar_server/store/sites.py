@@ -28,14 +28,30 @@ from .connection import Redis
 from .lex_index import index_member, page
 from .optimistic import optimistic, watch_json
 
-# KEYS: site_active; ARGV: session id, limit → {1, active after} admitted, {0, active} refused
+# KEYS: site_active, session_admission(id); ARGV: session id, limit, admission TTL (s), and the
+# session record key and admission key of the id "?" (templates for the other members)
+#   → {1, active after} admitted, {0, active} refused.
+# At the limit, members with neither a record nor a live admission key are orphans (their
+# instance died between admission and create) and are dropped before counting again.
 _ADMIT = """
 local n = redis.call('SCARD', KEYS[1])
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return {1, n} end
-if n >= tonumber(ARGV[2]) then return {0, n} end
+if n >= tonumber(ARGV[2]) then
+  for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    local rec = string.gsub(ARGV[4], '%?', m)
+    local adm = string.gsub(ARGV[5], '%?', m)
+    if redis.call('EXISTS', rec) == 0 and redis.call('EXISTS', adm) == 0 then
+      redis.call('SREM', KEYS[1], m)
+    end
+  end
+  n = redis.call('SCARD', KEYS[1])
+  if n >= tonumber(ARGV[2]) then return {0, n} end
+end
 redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], '1', 'EX', tonumber(ARGV[3]))
 return {1, n + 1}
 """
+ADMISSION_TTL = 300  # s: far longer than any create takes; only a dead instance's claim outlives it
 
 # KEYS: site_active, session record; ARGV: session id → 1 if the slot was released
 # (only while the session was never stored: a stored one leaves the set when it ENDs)
@@ -167,7 +183,10 @@ class SiteStore:
         """Atomically add ``session_id`` to the site's active set if it holds fewer than ``limit``.
 
         Returns (admitted, active count)."""
-        ok, active = await self._admit(keys=[keys.site_active(site_id)], args=[session_id, limit])
+        ok, active = await self._admit(
+            keys=[keys.site_active(site_id), keys.session_admission(session_id)],
+            args=[session_id, limit, ADMISSION_TTL, keys.session("?"), keys.session_admission("?")],
+        )
         return bool(ok), int(active)
 
     async def release_unstored(self, site_id: str, session_id: str) -> bool:

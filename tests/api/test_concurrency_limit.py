@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from avatar_server.appkeys import SITES
+from avatar_server.store import keys
 from avatar_server.store.sessions import SessionStore
 
 from ..harness import ServerHarness, assert_no_leaks, fast_engine_config, make_settings
@@ -120,3 +122,23 @@ async def test_a_failure_after_admission_gives_the_slot_back(
     status, body, _ = await _start(h, site["publishableKey"])
     assert status == 201, body
     await h.admin("DELETE", f"/v1/sessions/{body['id']}")
+
+
+async def test_a_slot_orphaned_by_a_dead_instance_is_freed(busy_server: ServerHarness) -> None:
+    """An instance that dies between admission and storing the record leaves a slot with no
+    session behind it; once its admission claim has expired, the next start at the limit frees it."""
+    h = busy_server
+    site = await _site(h, 2)
+    sites = h.app[SITES]
+    assert await sites.admit(site["id"], "dead-1", 2) == (True, 1)  # the instance died right after this
+    status, first, _ = await _start(h, site["publishableKey"])
+    assert status == 201, first
+    # while the dead instance's claim is young, the slot stays taken: it may still be storing
+    status, body, _ = await _start(h, site["publishableKey"])
+    assert status == 429 and body["error"]["active"] == 2, body
+    await sites.r.delete(keys.session_admission("dead-1"))  # the claim's TTL runs out
+    status, second, _ = await _start(h, site["publishableKey"])
+    assert status == 201, second
+    assert set(await sites.active_ids(site["id"])) == {first["id"], second["id"]}
+    for sid in (first["id"], second["id"]):
+        await h.admin("DELETE", f"/v1/sessions/{sid}")

@@ -92,6 +92,16 @@ async def test_responses_echo_only_the_right_sites_origin(server: ServerHarness)
     status, _, h = await server.call("DELETE", f"/v1/sessions/{created['id']}", token=ct,
                                      headers={"Origin": SHOP})
     assert status == 200 and h["Access-Control-Allow-Origin"] == SHOP
+    # the admin token on a browser route: answered, but for no site's page to read
+    for method in ("GET", "DELETE"):
+        status, _, h = await server.call(method, f"/v1/sessions/{created['id']}",
+                                         token=server.settings.admin_token, headers={"Origin": SHOP})
+        assert status == 200 and "Access-Control-Allow-Origin" not in h, (method, dict(h))
+    status, started, h = await server.call("POST", "/v1/sessions", token=server.settings.admin_token,
+                                     json_body={"avatar": {"type": "runway-preset", "presetId": "cooking-teacher"}},
+                                     headers={"Origin": SHOP})
+    assert status == 201 and "Access-Control-Allow-Origin" not in h
+    await server.admin("DELETE", f"/v1/sessions/{started['id']}")
 
 
 async def test_origin_removed_from_site_stops_preflight(server: ServerHarness) -> None:
