@@ -7,10 +7,12 @@ HTTP answer to a browser-style request (a publishable key, a clientToken, or an 
 every WebSocket frame a client receives, and every log line (caplog, formatted the way the
 server writes them, redaction filter included).
 
-A test fails if any of those holds a secret, except the media credential in exactly the two
-places it is meant for: the ``token`` of a ``POST /v1/sessions/connect`` answer and of the
-``credentials`` frame on the session's own signal socket. Client tokens and publishable keys
-are secrets for logs too.
+A test fails if any of those (answer headers included) holds a secret, except the media
+credential in exactly the two places it is meant for: the ``token`` of a
+``POST /v1/sessions/connect`` answer and of the ``credentials`` frame on the session's own
+signal socket — and there the ``token`` must be a media credential the upstream issued (never
+a session key or any other secret), handed to one session only. Client tokens and publishable
+keys are secrets for logs too.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from .harness import ADMIN_TOKEN, ENGINE_KEY
 class LeakGuard:
     static: set[str] = field(default_factory=lambda: {ADMIN_TOKEN, ENGINE_KEY})
     upstream: set[str] = field(default_factory=set)  # session keys, media tokens
+    media_tokens: set[str] = field(default_factory=set)  # the subset a browser may hold, in its place
+    handed: dict[str, str] = field(default_factory=dict)  # media token → the session it was handed for
+    misplaced: list[str] = field(default_factory=list)
     browser_tokens: set[str] = field(default_factory=set)  # ct_/pk_ values (secrets for logs)
     answers: list[tuple[str, Any]] = field(default_factory=list)
     frames: list[tuple[str, Any]] = field(default_factory=list)
@@ -54,14 +59,30 @@ class LeakGuard:
         where = f"{resp.request_info.method} {resp.url.path} → {resp.status}"
         data: Any = _json(text)
         if resp.url.path.endswith("/v1/sessions/connect") and resp.status == 200 and isinstance(data, dict):
-            data = {k: v for k, v in data.items() if k != "token"}  # its place
+            data = self._take_media_token(where, data, data.get("sessionId"))  # its place
+        headers = "\n".join(f"{k}: {v}" for k, v in resp.headers.items())
         self.answers.append((where, data if data is not None else text))
+        self.answers.append((where + " (headers)", headers))
 
     def record_frame(self, url: str, text: str) -> None:
         data = _json(text)
+        where = f"frame on {url.split('?')[0]}"
         if isinstance(data, dict) and data.get("type") == "credentials":
-            data = {k: v for k, v in data.items() if k != "token"}  # its place, on the own socket
-        self.frames.append((f"frame on {url.split('?')[0]}", data if data is not None else text))
+            parts = url.split("?")[0].rstrip("/").split("/")
+            own = parts[-2] if parts[-1] == "signal" else None
+            data = self._take_media_token(where, data, own)  # its place, on the own socket
+        self.frames.append((where, data if data is not None else text))
+
+    def _take_media_token(self, where: str, data: dict[str, Any], session_id: Any) -> dict[str, Any]:
+        """The ``token`` of a credentials answer: a media credential, for this session only."""
+        token = data.get("token")
+        if token is not None:
+            if token not in self.media_tokens:
+                self.misplaced.append(f"{where}: its token is not a media credential the upstream issued")
+            elif self.handed.setdefault(token, str(session_id)) != str(session_id):
+                self.misplaced.append(f"{where}: a media credential of session {self.handed[token]} "
+                                      f"handed for session {session_id}")
+        return {k: v for k, v in data.items() if k != "token"}
 
     def _learn_browser_tokens(self, text: str) -> None:
         data = _json(text)
@@ -76,7 +97,7 @@ class LeakGuard:
 
     # --- checking ----------------------------------------------------------------------
     def problems(self, records: list[logging.LogRecord]) -> list[str]:
-        out = []
+        out = list(self.misplaced)
         secrets = self.static | self.upstream
         for where, data in self.answers + self.frames:
             text = data if isinstance(data, str) else json.dumps(data)
@@ -126,6 +147,7 @@ def leak_guard(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
         guard.add_secret(session_key)
         result = await real_consume(self, upstream_id, session_key)
         guard.add_secret(result.token)
+        guard.media_tokens.add(result.token)
         return result
 
     async def read(self: aiohttp.ClientResponse) -> bytes:
