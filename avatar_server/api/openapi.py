@@ -47,7 +47,8 @@ ERROR_TEXT = {
     401: "No credential, or one that is not valid",
     403: "A credential that may not do this (e.g. a publishable key outside its site's origins)",
     404: "Not found",
-    409: "State conflict",
+    408: "The request body did not arrive in time",
+    409: "State conflict (`Retry-After` when it is a busy lock)",
     413: "Body too large (64 KB; 6 MB on avatar routes, 3 MB on document routes)",
     422: "Validation failed; `error.field` names the field",
     429: "A limit was hit (`Retry-After` says when to try again)",
@@ -55,6 +56,8 @@ ERROR_TEXT = {
     503: "The upstream is unavailable",
     504: "The upstream timed out",
 }
+
+RETRY_AFTER_STATUSES = (409, 429, 503)
 
 SECURITY_SCHEMES = {
     "admin": {"type": "http", "scheme": "bearer", "description": "The admin token (AVATAR_SERVER_ADMIN_TOKEN)."},
@@ -137,9 +140,9 @@ register(
               errors=(*ADMIN_ERRORS, 422), query=(LIMIT, CURSOR)),
     Operation("GET", "/v1/sites/{id}", "Read a site", "sites", responses={200: Site}, errors=(*ADMIN_ERRORS, 404)),
     Operation("PATCH", "/v1/sites/{id}", "Change a site (maxDuration: null removes the site's own limit)", "sites",
-              body=SitePatch, responses={200: Site}, errors=(400, *ADMIN_ERRORS, 404, 413, 422)),
+              body=SitePatch, responses={200: Site}, errors=(400, *ADMIN_ERRORS, 404, 409, 413, 422)),
     Operation("DELETE", "/v1/sites/{id}", "Delete a site (its key stops at once; running sessions run on)",
-              "sites", responses={204: None}, errors=(*ADMIN_ERRORS, 404)),
+              "sites", responses={204: None}, errors=(*ADMIN_ERRORS, 404, 409)),
     Operation("POST", "/v1/sites/{id}/rotate-key", "Replace the publishable key (the old one stops at once)",
               "sites", responses={200: Site}, errors=(*ADMIN_ERRORS, 404)),
 )
@@ -275,9 +278,14 @@ def _operation(op: Operation, key_map: dict[Any, Any]) -> dict[str, Any]:
             entry["content"] = {"application/json": {"schema": key_map[(model, "serialization")]}}
         responses[str(status)] = entry
     error_ref = key_map[(ErrorBody, "serialization")]
-    for status in op.errors:
-        responses[str(status)] = {"description": ERROR_TEXT.get(status, "Error"),
-                                  "content": {"application/json": {"schema": error_ref}}}
+    errors = sorted({*op.errors, *((408,) if op.body is not None else ())})  # every body has a deadline
+    for status in errors:
+        entry = {"description": ERROR_TEXT.get(status, "Error"),
+                 "content": {"application/json": {"schema": error_ref}}}
+        if status in RETRY_AFTER_STATUSES:
+            entry["headers"] = {"Retry-After": {"description": "seconds to wait before trying again",
+                                                "schema": {"type": "integer", "minimum": 0}}}
+        responses[str(status)] = entry
     out["responses"] = responses
     return out
 

@@ -134,14 +134,16 @@ def create_engine_app(
 
 
 def _wire_media(app: web.Application, state: EngineState, media: MediaManager) -> None:
-    """The media peer follows the session: it may connect only while RUNNING, its close
-    completes the session, and a session that ends any other way closes its peer."""
+    """The media peer follows the session: it may connect once the session is consumed and until
+    it ends; its connection makes the session RUNNING, its close completes it (or fails it, if it
+    never connected), and a session that ends any other way closes its peer."""
     closing: set[asyncio.Task[bool]] = set()
 
     def get_session(session_id: str) -> EngineSession | None:
         session = state.sessions.get(session_id)
-        if session is not None and session.status is not EngineStatus.RUNNING:
-            raise EngineError(409, f"Session is {session.status.value}")
+        if session is not None and not session.media_allowed:
+            state_name = session.status.value if session.consumed else "not consumed"
+            raise EngineError(409, f"Session is {state_name}")
         return session
 
     def on_terminal(session: EngineSession, old: EngineStatus | None, new: EngineStatus) -> None:
@@ -155,7 +157,7 @@ def _wire_media(app: web.Application, state: EngineState, media: MediaManager) -
         app,
         manager_key=ENGINE_MEDIA,
         get_session=get_session,
-        on_connected=lambda session_id: None,
+        on_connected=state.mark_connected,
         on_closed=lambda session_id, reason: state.mark_completed(session_id),
     )
 

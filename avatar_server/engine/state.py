@@ -2,17 +2,21 @@
 
 Lifecycle (Runway's statuses; transitions checked by ``EngineStatus.can_become``):
 
-    NOT_READY ──provisioning delay──▶ READY ──consume──▶ RUNNING ──maxDuration / mark_completed──▶ COMPLETED
-        │  (queued=true while over             │  ready_ttl         │
-        │   the concurrency limit)             ▼                    ▼
-        ├──fail-next──────────────────────▶ FAILED               CANCELLED (DELETE)
-        └──DELETE─────────────────────────▶ CANCELLED ◀──DELETE── READY
+    NOT_READY ──provisioning delay──▶ READY ──media connects──▶ RUNNING ──maxDuration / peer closes──▶ COMPLETED
+        │  (queued=true while over             │  (consumed first)          │
+        │   the concurrency limit)             │ ready_ttl unconsumed,      │
+        │                                      │ connect_grace consumed     │
+        ├──fail-next──────────────────────▶ FAILED ◀─────────┘              ▼
+        └──DELETE─────────────────────────▶ CANCELLED ◀──DELETE── READY    CANCELLED (DELETE)
 
 Decisions where Runway's material is silent:
 
-- RUNNING starts at consume: the engine bills (``duration``) and counts
-  ``maxDuration`` from the moment the one-time credentials are issued, not
-  from the WebRTC connection.
+- Consume spends the key but leaves the session READY; it becomes RUNNING when the media
+  peer connects (as Runway's does when the WebRTC connection is up), and the engine bills
+  (``duration``) and counts ``maxDuration`` from that moment.
+- A consumed session whose media does not connect within ``connect_grace`` (no offer, or
+  a peer that never connects or closes first) becomes FAILED with ``failureCode:
+  "not_connected"``: the credentials were one-time, a new session is needed.
 - A COMPLETED session's ``duration`` is whole seconds, ``min(maxDuration,
   max_duration_limit)`` when it ran to its end.
 - READY can be cancelled (the doc lists READY → RUNNING | FAILED only, but a
@@ -112,6 +116,11 @@ class EngineSession:
     planned_failure: tuple[str, str] | None = None
 
     @property
+    def media_allowed(self) -> bool:
+        """Consumed and not ended: its media peer may connect (READY) or is connected (RUNNING)."""
+        return self.consumed and self.status in (EngineStatus.READY, EngineStatus.RUNNING)
+
+    @property
     def counts_toward_limit(self) -> bool:
         if self.status is EngineStatus.NOT_READY:
             return not self.queued
@@ -151,9 +160,9 @@ class EngineState:
         return sum(1 for s in self.sessions.values() if s.counts_toward_limit)
 
     def verify_rtc_token(self, id: str, token: str) -> EngineSession | None:
-        """The RUNNING session whose consume issued ``token``, else None (for the media peer)."""
+        """The live session whose consume issued ``token``, else None (for the media peer)."""
         session = self.sessions.get(id)
-        if session is None or session.rtc_token is None or session.status is not EngineStatus.RUNNING:
+        if session is None or session.rtc_token is None or not session.media_allowed:
             return None
         return session if hmac.compare_digest(session.rtc_token, token) else None
 
@@ -201,7 +210,8 @@ class EngineState:
         self._transition(session, EngineStatus.CANCELLED)
 
     def consume(self, id: str, session_key: str) -> dict[str, str]:
-        """Spend the one-time READY key: READY → RUNNING. Returns ``{token, roomName}`` (no url)."""
+        """Spend the one-time READY key (the session stays READY until its media connects).
+        Returns ``{token, roomName}`` (no url)."""
         session = self.get(id)
         if (
             not session_key
@@ -224,20 +234,31 @@ class EngineState:
             raise EngineError(410, f"Session is {session.status.value}")
         session.consumed = True
         session.rtc_token = secrets.token_urlsafe(32)
-        session.started_at = now
+        self._set_timer(session.id, self.config.connect_grace, self._not_connected, session.id)
+        return {"token": session.rtc_token, "roomName": f"engine-{session.id}"}
+
+    def mark_connected(self, id: str) -> None:
+        """READY (consumed) → RUNNING: the media peer connected; ``maxDuration`` counts from now."""
+        session = self.sessions.get(id)
+        if session is None or session.status is not EngineStatus.READY or not session.consumed:
+            return
+        session.started_at = time.time()
         self._transition(session, EngineStatus.RUNNING)
         run_for = self.config.max_duration_limit
         if self.config.honour_max_duration:
             run_for = min(session.max_duration, run_for)
         self._set_timer(session.id, run_for, self._run_out, session.id)
-        return {"token": session.rtc_token, "roomName": f"engine-{session.id}"}
 
     def mark_completed(self, id: str) -> None:
-        """RUNNING → COMPLETED (the media peer calls this when the call ends). Otherwise a no-op."""
+        """The media peer ended: RUNNING → COMPLETED; a consumed session whose peer closed before
+        it ever connected → FAILED (``not_connected``). Otherwise a no-op."""
         session = self.sessions.get(id)
-        if session is None or session.status is not EngineStatus.RUNNING:
+        if session is None:
             return
-        self._transition(session, EngineStatus.COMPLETED)
+        if session.status is EngineStatus.RUNNING:
+            self._transition(session, EngineStatus.COMPLETED)
+        elif session.status is EngineStatus.READY and session.consumed:
+            self._not_connected(id)
 
     def fail_next(self, count: int, failure_code: str, failure: str) -> None:
         self._fail_next.extend([(failure_code, failure)] * count)
@@ -321,6 +342,14 @@ class EngineState:
             return
         session.failure_code = "expired"
         session.failure = "The session was not consumed before its credentials expired"
+        self._transition(session, EngineStatus.FAILED)
+
+    def _not_connected(self, id: str) -> None:
+        session = self.sessions.get(id)
+        if session is None or session.status is not EngineStatus.READY or not session.consumed:
+            return
+        session.failure_code = "not_connected"
+        session.failure = "The media connection was not made after the credentials were consumed"
         self._transition(session, EngineStatus.FAILED)
 
     def _run_out(self, id: str) -> None:

@@ -139,13 +139,27 @@ async def test_consume_once_then_409_and_running(make_engine: EngineFactory) -> 
     assert set(creds) == {"url", "token", "roomName"}
     assert creds["url"] == str(client.make_url(f"/v1/rtc/{id}"))
     assert creds["token"] and creds["token"] != key and creds["roomName"]
-    assert (await get(client, id))["status"] == "RUNNING"
+    assert (await get(client, id))["status"] == "READY"  # until its media connects, as Runway's
     assert client.app[ENGINE_STATE].verify_rtc_token(id, creds["token"]) is not None
     assert client.app[ENGINE_STATE].verify_rtc_token(id, "nope") is None
 
     again = await assert_error(await consume(client, id, key), 409)
     assert again["error"] == "Session already consumed"
+    client.app[ENGINE_STATE].mark_connected(id)  # what the media peer calls when media flows
     assert (await get(client, id))["status"] == "RUNNING"
+    await assert_error(await consume(client, id, key), 409)
+    assert client.app[ENGINE_STATE].verify_rtc_token(id, creds["token"]) is not None
+
+
+async def test_consumed_but_never_connected_fails(make_engine: EngineFactory) -> None:
+    client = await make_engine(connect_grace=0.3)
+    id = await create(client)
+    key = (await wait_status(client, id, "READY"))["sessionKey"]
+    assert (await consume(client, id, key)).status == 200
+    failed = await wait_status(client, id, "FAILED")
+    assert failed["failureCode"] == "not_connected" and failed["failure"]
+    client.app[ENGINE_STATE].mark_connected(id)  # too late: stays FAILED
+    assert (await get(client, id))["status"] == "FAILED"
 
 
 async def test_consume_with_wrong_or_missing_key_is_401(make_engine: EngineFactory) -> None:
@@ -181,6 +195,7 @@ async def test_running_completes_at_duration_limit(make_engine: EngineFactory) -
     id = await create(client, {**PRESET, "maxDuration": 10})
     key = (await wait_status(client, id, "READY"))["sessionKey"]
     assert (await consume(client, id, key)).status == 200
+    client.app[ENGINE_STATE].mark_connected(id)
     done = await wait_status(client, id, "COMPLETED")
     assert done["duration"] == 1
     assert seen == [
@@ -196,6 +211,9 @@ async def test_max_duration_is_honoured(make_engine: EngineFactory) -> None:
     id = await create(client, {**PRESET, "maxDuration": 10})
     key = (await wait_status(client, id, "READY"))["sessionKey"]
     assert (await consume(client, id, key)).status == 200
+    await asyncio.sleep(1)
+    assert (await get(client, id))["status"] == "READY"  # maxDuration counts from the media connection
+    client.app[ENGINE_STATE].mark_connected(id)
     await asyncio.sleep(8)
     assert (await get(client, id))["status"] == "RUNNING"
     done = await wait_status(client, id, "COMPLETED", within=10)
@@ -208,11 +226,18 @@ async def test_mark_completed_by_media_peer(make_engine: EngineFactory) -> None:
     key = (await wait_status(client, id, "READY"))["sessionKey"]
     assert (await consume(client, id, key)).status == 200
     state = client.app[ENGINE_STATE]
+    state.mark_connected(id)
     state.mark_completed(id)
     body = await get(client, id)
     assert body["status"] == "COMPLETED" and body["duration"] == 0
     state.mark_completed(id)  # no-op on a terminal session
     assert state.get(id).status is EngineStatus.COMPLETED
+    # a peer that closes before it ever connected: the one-time credentials are spent
+    other = await create(client)
+    key = (await wait_status(client, other, "READY"))["sessionKey"]
+    assert (await consume(client, other, key)).status == 200
+    state.mark_completed(other)
+    assert (await get(client, other))["failureCode"] == "not_connected"
 
 
 @pytest.mark.parametrize("stage", ["NOT_READY", "READY", "RUNNING"])
@@ -223,6 +248,7 @@ async def test_delete_cancels_and_is_idempotent(make_engine: EngineFactory, stag
         key = (await wait_status(client, id, "READY"))["sessionKey"]
         if stage == "RUNNING":
             assert (await consume(client, id, key)).status == 200
+            client.app[ENGINE_STATE].mark_connected(id)
     assert (await get(client, id))["status"] == stage
     for _ in range(2):
         resp = await client.delete(f"/v1/realtime_sessions/{id}", headers=HEADERS)

@@ -68,7 +68,8 @@ async def test_runway_mode_against_separate_engine(runway_server: ServerHarness,
     assert body["serverUrl"].startswith(engine.base)
     rec = await runway_server.wait_for(body["sessionId"], lambda r: r["status"] == "RUNNING")
     ups = {s["id"]: s for s in await engine.control("GET", "/sessions")}
-    assert ups[rec["upstreamId"]]["status"] == "RUNNING"
+    # consumed by the server; READY until a client's media connects (as Runway's)
+    assert ups[rec["upstreamId"]]["status"] == "READY" and ups[rec["upstreamId"]]["consumed"]
     status, ended = await runway_server.admin("DELETE", f"/v1/sessions/{body['sessionId']}")
     assert status == 200 and ended["endReason"] == "admin"
     ups = {s["id"]: s for s in await engine.control("GET", "/sessions")}

@@ -5,6 +5,7 @@ credentials open media on the engine, a question is answered from the linked doc
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -49,11 +50,15 @@ async def test_end_call_over_the_data_channel_ends_the_server_session(
                     connected = data
                     break
             assert connected.get("transport") == "webrtc"
+            _, rec = await server.admin("GET", f"/v1/sessions/{session_id}")
+            up = await _upstream(server, rec["upstreamId"])
+            assert up["status"] == "READY" and up["consumed"], up  # consumed; no media yet
 
             client = await connect_over_http(http, connected["serverUrl"], connected["token"])
             try:
                 await client.wait_for(lambda: "Welcome to the harbour." in client.transcripts("assistant"))
                 await client.wait_for(lambda: len(client.video) >= 5 and len(client.audio_levels) > 0)
+                assert (await _upstream(server, rec["upstreamId"]))["status"] == "RUNNING"  # media flows
                 client.send({"type": "user_message", "text": "When is the museum open?"})
                 await client.wait_for(lambda: len(client.transcripts("assistant")) >= 2)
                 assert "Saturdays from 10am to 4pm" in client.transcripts("assistant")[1]
@@ -72,3 +77,32 @@ async def test_end_call_over_the_data_channel_ends_the_server_session(
     rec = await server.wait_for(session_id, lambda r: r["status"] == "ENDED")
     assert rec["endReason"] == "upstream_completed"
     assert (await upstream_final(server.control, rec["upstreamId"]))["status"] == "COMPLETED"
+
+
+async def _upstream(server: ServerHarness, upstream_id: str) -> dict[str, Any]:
+    return {s["id"]: s for s in await server.control("GET", "/sessions")}[upstream_id]
+
+
+async def test_the_cap_closes_a_live_media_peer(server: ServerHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With media flowing, the server's cap cancels the upstream session and the engine closes
+    the peer: frames stop, the data channel closes."""
+    use_loopback_candidates(monkeypatch)
+    await server.control("PATCH", "/config", {"honourMaxDuration": False})  # only the server's cap ends it
+    status, body = await server.admin("POST", "/v1/sessions/connect", {"avatarId": "cooking-teacher",
+                                                                        "maxDuration": 10})
+    assert status == 200, body
+    async with aiohttp.ClientSession() as http:
+        client = await connect_over_http(http, body["serverUrl"], body["token"])
+        try:
+            await client.wait_for(lambda: len(client.video) >= 5)
+            rec = await server.wait_for(body["sessionId"], lambda r: r["status"] == "ENDED", timeout=20)
+            assert rec["endReason"] == "cap"
+            assert (await upstream_final(server.control, rec["upstreamId"]))["status"] == "CANCELLED"
+            assert client.video_frames_received > 5
+            await asyncio.sleep(1.0)  # the engine's peer closes right after the cancel
+            frames = client.video_frames_received
+            await asyncio.sleep(1.5)
+            assert client.video_frames_received == frames  # no more media after the cap
+            assert client.channel.readyState == "closed"
+        finally:
+            await client.close()
