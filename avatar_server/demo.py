@@ -23,7 +23,7 @@ from .store.sites import SiteStore
 log = logging.getLogger("avatar_server.demo")
 
 DEMO_SITE_NAME = "Demo page of this server (/demo)"
-# engine mode costs only CPU (~15 % of a core per stream); Runway mode bills
+# engine mode costs only CPU (~15–20 % of a core per stream, docs/media.md); Runway mode bills
 DEMO_MAX_SESSIONS_ENGINE = 3
 DEMO_MAX_SESSIONS_RUNWAY = 2
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
