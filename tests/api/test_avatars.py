@@ -176,7 +176,8 @@ async def _walk(server: ServerHarness, path: str, make: Any, delete: Any) -> Non
     assert items[2] not in seen and items[5] not in seen
 
 
-async def test_document_pages_stable_under_changes(server: ServerHarness) -> None:
+async def test_document_pages_stable_under_changes(each_mode: tuple[ServerHarness, Upstream]) -> None:
+    server, _ = each_mode
     async def make(i: int) -> str:
         return (await make_document(server, f"doc {i}", f"content {i}"))["id"]
 
@@ -187,7 +188,8 @@ async def test_document_pages_stable_under_changes(server: ServerHarness) -> Non
     await _walk(server, "/v1/documents", make, delete)
 
 
-async def test_avatar_pages_stable_under_changes(server: ServerHarness) -> None:
+async def test_avatar_pages_stable_under_changes(each_mode: tuple[ServerHarness, Upstream]) -> None:
+    server, _ = each_mode
     async def make(i: int) -> str:
         return (await make_avatar(server, name=f"avatar {i}"))["id"]
 
@@ -230,7 +232,8 @@ async def test_sessions_need_a_ready_avatar(server: ServerHarness) -> None:
     assert status == 409 and body["error"]["code"] == "avatar_not_ready" and body["error"]["status"] == "FAILED"
 
 
-async def test_deleting_an_avatar_ends_its_live_sessions(server: ServerHarness) -> None:
+async def test_deleting_an_avatar_ends_its_live_sessions(each_mode: tuple[ServerHarness, Upstream]) -> None:
+    server, _ = each_mode
     avatar = await make_avatar(server)
     await wait_status(server, avatar["id"], "READY")
     status, created = await _start(server, avatar["id"])
@@ -250,12 +253,12 @@ async def test_deleting_an_avatar_ends_its_live_sessions(server: ServerHarness) 
     assert status == 404 and body["error"]["code"] == "avatar_not_found"
 
 
-async def test_a_failed_upstream_delete_keeps_the_avatar_and_its_sessions(server: ServerHarness) -> None:
+async def test_a_failed_upstream_delete_keeps_the_avatar_and_its_sessions(each_mode: tuple[ServerHarness, Upstream]) -> None:
+    server, upstream = each_mode
     avatar = await make_avatar(server)
     await wait_status(server, avatar["id"], "READY")
     status, created = await _start(server, avatar["id"])
     assert status == 201, created
-    upstream = upstream_of(server)
     await upstream.control("POST", "/faults", {"rules": [{"op": "avatar_delete", "status": 400}]})
     status, body = await server.admin("DELETE", f"/v1/avatars/{avatar['id']}")
     assert status == 502, body

@@ -59,8 +59,8 @@ async def test_document_crud(each_mode: tuple[ServerHarness, Upstream]) -> None:
     assert page["data"] == []
 
 
-async def test_used_by_and_delete_detaches_everywhere(server: ServerHarness) -> None:
-    upstream = upstream_of(server)
+async def test_used_by_and_delete_detaches_everywhere(each_mode: tuple[ServerHarness, Upstream]) -> None:
+    server, upstream = each_mode
     doc = await make_document(server)
     other = await make_document(server, "Shipping", "We ship in 2 days.")
     ada = await make_avatar(server, name="Ada", documentIds=[doc["id"], other["id"]])

@@ -17,7 +17,7 @@ from avatar_server.store.connection import client_from_url
 from avatar_server.store.knowledge import KnowledgeLock
 
 from ..harness import ServerHarness
-from .kb_helpers import Upstream, avatar_body, content_with_tokens, make_avatar, make_document, upstream_of
+from .kb_helpers import Upstream, avatar_body, content_with_tokens, make_avatar, make_document
 
 LIMIT = KNOWLEDGE_TOKEN_LIMIT
 
@@ -112,8 +112,8 @@ async def test_budget_edges(each_mode: tuple[ServerHarness, Upstream]) -> None:
                         field="documentId")
 
 
-async def test_concurrent_links_never_pass_the_budget(server: ServerHarness) -> None:
-    upstream = upstream_of(server)
+async def test_concurrent_links_never_pass_the_budget(each_mode: tuple[ServerHarness, Upstream]) -> None:
+    server, upstream = each_mode
     docs = [await make_document(server, f"part {i}", text(15_000 + i)) for i in range(6)]
     avatar = await make_avatar(server)
     other = await make_avatar(server, name="Other")
@@ -139,7 +139,8 @@ async def test_concurrent_links_never_pass_the_budget(server: ServerHarness) -> 
         assert sorted(u["id"] for u in got["usedBy"]) == expected
 
 
-async def test_concurrent_content_edits_and_links(server: ServerHarness) -> None:
+async def test_concurrent_content_edits_and_links(each_mode: tuple[ServerHarness, Upstream]) -> None:
+    server, upstream = each_mode
     a = await make_document(server, "a", text(20_000))
     b = await make_document(server, "b", text(20_000))
     avatar = await make_avatar(server, documentIds=[a["id"]])
