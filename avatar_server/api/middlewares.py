@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import AvatarServerError, PayloadTooLarge
+from ..errors import AvatarServerError
 from ..logs import request_id_var
-from .security import body_limit_for
+from .security import too_large
 
 log = logging.getLogger("avatar_server.http")
 
@@ -61,10 +61,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             log.warning("request failed: %s", exc.code, extra={"error": exc.code, "path": request.path})
         return error_response(exc)
     except web.HTTPRequestEntityTooLarge:
-        limit = body_limit_for(request.path)
-        return error_response(PayloadTooLarge(
-            f"the request body is too large (limit {limit} bytes)", code="payload_too_large", limit=limit,
-        ))
+        return error_response(too_large(request.path))
     except web.HTTPException as exc:
         if exc.status < 400 or exc.empty_body:
             raise

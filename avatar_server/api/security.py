@@ -23,12 +23,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DEFAULT_BODY_LIMIT = 64 * 1024
 AVATAR_BODY_LIMIT = 6 * 1024 * 1024  # a 5 MB data-URI image plus the rest of the avatar
 DOCUMENT_BODY_LIMIT = 3 * 1024 * 1024  # 200,000 characters of content, even as JSON \uXXXX escapes
-BODY_LIMITS: list[tuple[str, int]] = [
-    ("/v1/avatars", AVATAR_BODY_LIMIT),
-    ("/v1/documents", DOCUMENT_BODY_LIMIT),
+# (path prefix, limit, the field that makes a body that large: named in the 413)
+BODY_LIMITS: list[tuple[str, int, str | None]] = [
+    ("/v1/avatars", AVATAR_BODY_LIMIT, "referenceImage"),
+    ("/v1/documents", DOCUMENT_BODY_LIMIT, "content"),
     # the embedded engine (engine mode) receives what the server forwards
-    ("/engine/v1/avatars", AVATAR_BODY_LIMIT),
-    ("/engine/v1/documents", DOCUMENT_BODY_LIMIT),
+    ("/engine/v1/avatars", AVATAR_BODY_LIMIT, "referenceImage"),
+    ("/engine/v1/documents", DOCUMENT_BODY_LIMIT, "content"),
 ]
 
 _PAGE_CSP = (
@@ -94,20 +95,29 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
         response.headers.setdefault(name, value)
 
 
-def body_limit_for(path: str) -> int:
-    for prefix, limit in BODY_LIMITS:
+def body_limit_for(path: str) -> tuple[int, str | None]:
+    """The body limit of ``path``, and the field that makes a body that large (None: any)."""
+    for prefix, limit, big_field in BODY_LIMITS:
         if path.startswith(prefix):
-            return limit
-    return DEFAULT_BODY_LIMIT
+            return limit, big_field
+    return DEFAULT_BODY_LIMIT, None
+
+
+def too_large(path: str) -> PayloadTooLarge:
+    limit, field = body_limit_for(path)
+    if field is None:
+        return PayloadTooLarge(f"the request body is too large (limit {limit} bytes)", limit=limit)
+    return PayloadTooLarge(f"the request body is too large (limit {limit} bytes): {field} is too long",
+                           field=field, limit=limit)
 
 
 @web.middleware
 async def body_limits(request: web.Request, handler: Handler) -> web.StreamResponse:
     """413 in our error shape: at once from ``Content-Length``, or while reading a chunked body."""
-    limit = body_limit_for(request.path)
+    limit, _ = body_limit_for(request.path)
     length = request.content_length
     if length is not None and length > limit:
-        raise PayloadTooLarge(f"the request body is too large (limit {limit} bytes)", limit=limit)
+        raise too_large(request.path)
     if limit != request.client_max_size:
         request = request.clone(client_max_size=limit)
     return await handler(request)

@@ -148,4 +148,4 @@ async def test_body_limits(server: ServerHarness) -> None:
     too_big = b"x" * (6 * 1024 * 1024 + 1)
     status, err, _ = await server.call("POST", "/v1/avatars", token=server.settings.admin_token, data=too_big,
                                        headers={"Content-Type": "application/json"})
-    assert status == 413 and err["error"]["limit"] == 6 * 1024 * 1024
+    assert status == 413 and err["error"]["limit"] == 6 * 1024 * 1024 and err["error"]["field"] == "referenceImage"
