@@ -26,7 +26,7 @@ from ..models.sessions import SessionCreate, SessionRecord
 from ..models.sites import Site, origin_or_none
 from .auth import Principal, bearer, require_admin, site_for_key
 from .cors import scope_to_site
-from .security import client_address
+from .security import client_address, visitor_bucket
 
 log = logging.getLogger("avatar_server.admission")
 
@@ -62,8 +62,8 @@ async def _rate_limit(request: web.Request) -> None:
     per_minute = request.app[SETTINGS].start_rate_per_minute
     if per_minute <= 0:
         return
-    address = client_address(request)
-    decision = await request.app[RATE_LIMITER].hit(f"start:{address}", limit=per_minute, window=RATE_WINDOW)
+    bucket = visitor_bucket(client_address(request))
+    decision = await request.app[RATE_LIMITER].hit(f"start:{bucket}", limit=per_minute, window=RATE_WINDOW)
     if not decision.allowed:
         raise LimitExceeded(
             f"too many sessions started from this address; at most {per_minute} per minute",

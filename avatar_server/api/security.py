@@ -143,6 +143,20 @@ def client_address(request: web.Request) -> str:
     return candidate
 
 
+def visitor_bucket(address: str) -> str:
+    """The rate-limit bucket of a visitor's address: an IPv4 address as it is, an IPv6 address by
+    its /64 (one subscriber's network: a visitor holds billions of addresses in it)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def _in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, field_validator
 
+from avatar_server.models.avatars import SESSION_PRESETS
 from avatar_server.models.common import RequestBody, ResponseModel, Timestamp
 
 NAME_MAX = 100
@@ -24,7 +25,6 @@ CONCURRENCY_MAX = 1000
 ORIGIN_MAX_LEN = 253 + 16
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_PRESET = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _IPV4 = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
@@ -96,9 +96,10 @@ def normalize_avatar_id(value: str) -> str:
     v = value.strip()
     if _UUID.match(v):
         return v.lower()
-    if _PRESET.match(v):
+    if v in SESSION_PRESETS:
         return v
-    raise ValueError("an avatar id is a custom avatar's UUID or a preset id such as 'cooking-teacher'")
+    raise ValueError("an avatar id is a custom avatar's UUID or one of the preset ids: "
+                     + ", ".join(SESSION_PRESETS))
 
 
 SiteName = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]

@@ -100,6 +100,7 @@ async def test_site_validation(server: ServerHarness) -> None:
         ({**SITE, "maxConcurrentSessions": 0}, "maxConcurrentSessions"),
         ({**SITE, "avatarIds": []}, "avatarIds"),
         ({**SITE, "avatarIds": ["Not An Id!"]}, "avatarIds.0"),
+        ({**SITE, "avatarIds": ["cooking-teacher", "tennis-coachx"]}, "avatarIds.1"),  # no such preset
         ({**SITE, "name": "  "}, "name"),
         ({**SITE, "publishableKey": "pk_mine"}, "publishableKey"),
     ]:
@@ -240,6 +241,10 @@ async def test_forwarded_for_only_from_trusted_proxies(redis_url: str, data_dir:
         assert await start("203.0.113.7") == 429
         assert await start("198.51.100.1, 203.0.113.8") == 201  # the right-most untrusted hop counts
         assert await start("203.0.113.9, 203.0.113.8") == 429  # a spoofed left part changes nothing
+        # IPv6 visitors count by their /64: another address in the same network is the same visitor
+        assert await start("2001:db8:1:2::10") == 201
+        assert await start("2001:db8:1:2:ffff::99") == 429
+        assert await start("2001:db8:1:3::10") == 201
         for sid in ids:
             await h.admin("DELETE", f"/v1/sessions/{sid}")
     finally:
