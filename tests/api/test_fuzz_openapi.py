@@ -101,8 +101,8 @@ def test_fuzz_no_server_errors(live: ThreadedServer) -> None:
 
 
 def _property(op: Any, mode: GenerationMode, checks: list[Any], base: str, http: requests.Session,
-              headers: dict[str, str], calls: Counter[int]) -> Any:
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
+              headers: dict[str, str], calls: Counter[int], examples: int = MAX_EXAMPLES) -> Any:
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(case=op.as_strategy(generation_mode=mode))
     def check(case: Any) -> None:
@@ -120,3 +120,42 @@ async def _end_all(h: ServerHarness) -> None:
             return
         for rec in page["data"]:
             await h.admin("DELETE", f"/v1/sessions/{rec['id']}")
+
+
+def test_fuzz_with_browser_credentials_no_server_errors(live: ThreadedServer) -> None:
+    """The same operations with what a browser or a stranger holds — nothing, a publishable key
+    from an allowed origin, a made-up client token: refusals, never a 5xx."""
+    base = live.h.base
+    origin = "https://shop.example.com"
+    status, site = live.run(live.h.admin("POST", "/v1/sites", {
+        "name": "fuzz", "allowedOrigins": [origin], "avatarIds": ["cooking-teacher"], "maxConcurrentSessions": 3}))
+    assert status == 201, site
+    credentials = {
+        "none": {},
+        "publishable": {"Authorization": f"Bearer {site['publishableKey']}", "Origin": origin},
+        "client": {"Authorization": "Bearer ct_" + "x" * 43, "Origin": origin},
+    }
+    spec = requests.get(base + "/openapi.json", timeout=10).json()
+    schema = schemathesis.openapi.from_dict(spec)
+    http = requests.Session()
+    failures: list[str] = []
+    calls: Counter[int] = Counter()
+    try:
+        for result in schema.get_all_operations():
+            op = result.ok()
+            if (op.method.upper(), op.path) in SKIP:
+                continue
+            for name, headers in credentials.items():
+                for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                    check = _property(op, mode, NEGATIVE_CHECKS, base, http, headers, calls, examples=5)
+                    try:
+                        check()
+                    except Unsatisfiable:
+                        pass
+                    except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collect every failure
+                        failures.append(f"{op.method.upper()} {op.path} as {name} ({mode.value}): {str(exc)[:1000]}")
+    finally:
+        http.close()
+        live.run(_end_all(live.h))
+    assert not failures, "\n\n".join(failures)
+    assert not any(code >= 500 for code in calls) and calls[401] + calls[403] > 0, calls
