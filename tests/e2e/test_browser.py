@@ -479,3 +479,37 @@ async def test_demo_lists_a_custom_avatar_added_to_its_site_by_name(make_server:
     assert status == 200
     listed = {a["id"]: a["name"] for a in config["avatars"]}
     assert listed[avatar["id"]] == "Harbour guide" and listed["cooking-teacher"] == "Cooking teacher"
+
+
+async def test_start_button_then_failed_and_avatar_ended_messages(make_server: ServerFactory) -> None:
+    """A visitor presses the button: a session the avatar service fails says so; the next one
+    plays, and when the avatar ends the call (END_CALL on the data channel) the widget says that."""
+    server = await make_server()
+    await server.control("POST", "/fail-next", {"count": 1, "failureCode": "capacity", "failure": "no GPU"})
+    async with chromium() as ctx:
+        page = await ctx.new_page()
+        await page.add_init_script(RECORD_EVENTS)
+        await page.goto(server.base + "/demo")
+        await page.wait_for_function(f"() => document.querySelector('{WIDGET}').getAttribute('key')")
+        button = page.locator(f"{WIDGET} .start")
+        await button.click()
+        ended = await wait_ended(page, 20)
+        assert ended["reason"] == "upstream_failed", ended
+        assert "The avatar service failed" in await widget_text(page)
+        failed = await server.admin("GET", f"/v1/sessions/{ended['sessionId']}")
+        assert failed[1]["status"] == "ENDED" and failed[1]["endReason"] == "upstream_failed", failed
+
+        await button.wait_for(state="visible", timeout=5_000)  # ready to try again
+        await page.evaluate("window.__events = []")
+        await button.click()
+        await page.wait_for_function(
+            "() => window.__events.some((e) => e.type === 'avatar-status' && e.detail.status === 'playing')",
+            timeout=20_000)
+        # the avatar ends the call: END_CALL on the widget's data channel, as Runway's SDK sends it
+        await page.evaluate(f"document.querySelector('{WIDGET}')._call.channel.send("
+                            "JSON.stringify({type: 'END_CALL'}))")
+        ended = await wait_ended(page, 15)
+        assert ended["reason"] == "upstream_completed", ended
+        assert "The avatar ended the conversation" in await widget_text(page)
+    rec = await server.wait_for(ended["sessionId"], lambda r: r["status"] == "ENDED")
+    assert rec["endReason"] == "upstream_completed", rec
