@@ -108,3 +108,6 @@ def setup_logging(level: str = "INFO", as_json: bool = False) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # one line per upstream call is the upstream client's job (retries, failures), not httpx's
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

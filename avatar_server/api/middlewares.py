@@ -43,7 +43,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         exc.headers["X-Request-Id"] = rid
         raise
     finally:
-        log.info(
+        # the engine's status polls (several a second per provisioning session) only at DEBUG
+        quiet = request.method == "GET" and status < 400 and request.path.startswith("/engine/")
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
             "request",
             extra={"method": request.method, "path": request.path, "status": status,
                    "duration_ms": round((time.perf_counter() - started) * 1000, 1)},
