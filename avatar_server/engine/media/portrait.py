@@ -27,6 +27,8 @@ from typing import Any
 import av
 import numpy as np
 
+from .eyes import EyePair, find_eyes
+
 log = logging.getLogger(__name__)
 
 FRAME = 512  # video frame edge (pixels)
@@ -282,10 +284,56 @@ def generate_portrait(seed: str) -> Portrait:
 
 
 def photo_portrait(rgb: np.ndarray, seed: str) -> Portrait:
-    """A reference photo, cover-cropped to the canvas; no eye/mouth patches (no landmarks)."""
+    """A reference photo, cover-cropped to the canvas. It blinks when ``eyes.find_eyes`` is sure
+    where its eyes are; it has no mouth patch (the speech shows as the glow)."""
     canvas = cover_resize(rgb, CANVAS)
     accent = _rng_for(seed).choice(_CLOTHES)
-    return Portrait(canvas=canvas, eyes=None, mouth=None, accent=_shade_int(accent), generated=False)
+    found = find_eyes(canvas)
+    eyes = photo_eye_patch(canvas, found) if found is not None else None
+    return Portrait(canvas=canvas, eyes=eyes, mouth=None, accent=_shade_int(accent), generated=False)
+
+
+def photo_eye_patch(canvas: np.ndarray, eyes: EyePair) -> Patch:
+    """Open / half / closed variants of a photo's eye region: lids in the colour of the skin just
+    above each eye, soft-edged, with a lash line where they close."""
+    ry, rx = eyes.ry, eyes.rx
+    (ly, lx), (r_y, r_x) = eyes.left, eyes.right
+    top = max(0, _even(min(ly, r_y) - 2.0 * ry))
+    bottom = min(CANVAS, _even(max(ly, r_y) + 2.0 * ry) + 2)
+    left = max(0, _even(lx - 1.8 * rx))
+    right = min(CANVAS, _even(r_x + 1.8 * rx) + 2)
+    h, w = bottom - top, right - left
+    bare = canvas[top:bottom, left:right].astype(np.float32)
+    yy, xx = _grid(h, w, top, left)
+    half, closed = bare.copy(), bare.copy()
+    for cy, cx in ((ly, lx), (r_y, r_x)):
+        lid = _lid_colour(canvas, cy, cx, ry, rx, eyes.skin)
+        lash = _shade(tuple(int(c) for c in lid), 0.45)  # type: ignore[arg-type]
+        soft = _soft_ellipse(yy, xx, cy, cx, ry * 1.6, rx * 1.35)
+        _paint(closed, soft, lid)
+        _paint(closed, _ellipse(yy, xx, cy + ry * 0.45, cx, 1.2 + ry * 0.08, rx * 1.05), lash, 0.8)
+        _paint(half, soft * (yy < cy).astype(np.float32), lid)
+        _paint(half, _ellipse(yy, xx, cy, cx, 1.2 + ry * 0.08, rx * 1.1), lash, 0.7)
+    return Patch(top, left, tuple(np.clip(v, 0, 255).astype(np.uint8) for v in (bare, half, closed)))
+
+
+def _soft_ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+    """Coverage (0..1) of an ellipse whose edge fades over its outer quarter."""
+    d = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
+    return np.clip((1.0 - d) * 4.0, 0.0, 1.0)
+
+
+def _lid_colour(canvas: np.ndarray, cy: float, cx: float, ry: float, rx: float,
+                skin: tuple[int, int, int]) -> tuple[float, float, float]:
+    """The median colour of the strip between the eye and its brow, or the face's skin."""
+    t, b = int(cy - 2.2 * ry), int(cy - 1.2 * ry)
+    le, ri = int(cx - 0.8 * rx), int(cx + 0.8 * rx)
+    strip = canvas[max(0, t) : max(0, b), max(0, le) : max(0, ri)].reshape(-1, 3).astype(np.float32)
+    # only the strip's skin: not the brow, the lashes or hair that may reach into it
+    near = strip[np.linalg.norm(strip - np.asarray(skin, np.float32), axis=1) < 60]
+    if len(near) < 8:
+        return tuple(float(c) for c in skin)  # type: ignore[return-value]
+    return tuple(float(c) for c in np.median(near, axis=0))  # type: ignore[return-value]
 
 
 def _shade_int(color: tuple[int, int, int]) -> tuple[int, int, int]:
