@@ -67,9 +67,11 @@ def live(redis_url: str, data_dir: Path) -> Iterator[ThreadedServer]:
         s.close()
 
 
-def test_fuzz_no_server_errors(live: ThreadedServer) -> None:
+def _fuzz(live: ThreadedServer, credentials: dict[str, dict[str, str]], *, positive_checks: list[Any],
+          examples: int) -> tuple[int, Counter[int]]:
+    """Every operation, in both generation modes, with each set of headers; asserts no failure.
+    Returns how many properties ran and the status codes seen."""
     base = live.h.base
-    admin = {"Authorization": f"Bearer {live.settings.admin_token}"}
     spec = requests.get(base + "/openapi.json", timeout=10).json()
     schema = schemathesis.openapi.from_dict(spec)
     http = requests.Session()
@@ -81,27 +83,35 @@ def test_fuzz_no_server_errors(live: ThreadedServer) -> None:
             op = result.ok()
             if (op.method.upper(), op.path) in SKIP:
                 continue
-            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-                # valid input: no 5xx and answers as documented; invalid input: no 5xx
-                checks = POSITIVE_CHECKS if mode is GenerationMode.POSITIVE else NEGATIVE_CHECKS
-                check = _property(op, mode, checks, base, http, admin, calls)
-                try:
-                    check()
-                    ran += 1
-                except Unsatisfiable:
-                    assert mode is GenerationMode.NEGATIVE, op.path  # nothing to get wrong (no inputs)
-                except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collect every failure
-                    failures.append(f"{op.method.upper()} {op.path} ({mode.value}): {str(exc)[:2000]}")
+            for name, headers in credentials.items():
+                for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                    # valid input: no 5xx (and, for the admin, answers as documented); invalid input: no 5xx
+                    checks = positive_checks if mode is GenerationMode.POSITIVE else NEGATIVE_CHECKS
+                    check = _property(op, mode, checks, base, http, headers, calls, examples)
+                    try:
+                        check()
+                        ran += 1
+                    except Unsatisfiable:
+                        assert mode is GenerationMode.NEGATIVE, op.path  # nothing to get wrong (no inputs)
+                    except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collect every failure
+                        failures.append(f"{op.method.upper()} {op.path} as {name} ({mode.value}): "
+                                        f"{str(exc)[:2000]}")
     finally:
         http.close()
         live.run(_end_all(live.h))
     assert not failures, "\n\n".join(failures)
+    return ran, calls
+
+
+def test_fuzz_no_server_errors(live: ThreadedServer) -> None:
+    admin = {"Authorization": f"Bearer {live.settings.admin_token}"}
+    ran, calls = _fuzz(live, {"admin": admin}, positive_checks=POSITIVE_CHECKS, examples=MAX_EXAMPLES)
     print("fuzzed operations:", ran, "calls:", calls)
     assert ran >= 20
 
 
 def _property(op: Any, mode: GenerationMode, checks: list[Any], base: str, http: requests.Session,
-              headers: dict[str, str], calls: Counter[int], examples: int = MAX_EXAMPLES) -> Any:
+              headers: dict[str, str], calls: Counter[int], examples: int) -> Any:
     @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(case=op.as_strategy(generation_mode=mode))
@@ -125,7 +135,6 @@ async def _end_all(h: ServerHarness) -> None:
 def test_fuzz_with_browser_credentials_no_server_errors(live: ThreadedServer) -> None:
     """The same operations with what a browser or a stranger holds — nothing, a publishable key
     from an allowed origin, a made-up client token: refusals, never a 5xx."""
-    base = live.h.base
     origin = "https://shop.example.com"
     status, site = live.run(live.h.admin("POST", "/v1/sites", {
         "name": "fuzz", "allowedOrigins": [origin], "avatarIds": ["cooking-teacher"], "maxConcurrentSessions": 3}))
@@ -135,27 +144,5 @@ def test_fuzz_with_browser_credentials_no_server_errors(live: ThreadedServer) ->
         "publishable": {"Authorization": f"Bearer {site['publishableKey']}", "Origin": origin},
         "client": {"Authorization": "Bearer ct_" + "x" * 43, "Origin": origin},
     }
-    spec = requests.get(base + "/openapi.json", timeout=10).json()
-    schema = schemathesis.openapi.from_dict(spec)
-    http = requests.Session()
-    failures: list[str] = []
-    calls: Counter[int] = Counter()
-    try:
-        for result in schema.get_all_operations():
-            op = result.ok()
-            if (op.method.upper(), op.path) in SKIP:
-                continue
-            for name, headers in credentials.items():
-                for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-                    check = _property(op, mode, NEGATIVE_CHECKS, base, http, headers, calls, examples=5)
-                    try:
-                        check()
-                    except Unsatisfiable:
-                        pass
-                    except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collect every failure
-                        failures.append(f"{op.method.upper()} {op.path} as {name} ({mode.value}): {str(exc)[:1000]}")
-    finally:
-        http.close()
-        live.run(_end_all(live.h))
-    assert not failures, "\n\n".join(failures)
+    _, calls = _fuzz(live, credentials, positive_checks=NEGATIVE_CHECKS, examples=5)
     assert not any(code >= 500 for code in calls) and calls[401] + calls[403] > 0, calls
