@@ -243,14 +243,19 @@ async def livekit_server(redis_url: str, data_dir: Path) -> AsyncIterator[Server
         await engine.stop()
 
 
+async def _embed_on(server: ServerHarness, site: EmbedPage) -> None:
+    """A site for ``site``'s origin, and ``site`` serving a widget with its key."""
+    status, created = await server.admin("POST", "/v1/sites", {
+        "name": "shop", "allowedOrigins": [site.origin], "avatarIds": ["cooking-teacher"],
+        "maxConcurrentSessions": 2})
+    assert status == 201, created
+    site.html = embed_html(server.base, {"avatar": "cooking-teacher", "key": created["publishableKey"]})
+
+
 async def test_livekit_transport_hands_credentials_to_the_sdk_module(livekit_server: ServerHarness) -> None:
     server = livekit_server
     async with EmbedPage("") as site:
-        status, created = await server.admin("POST", "/v1/sites", {
-            "name": "shop", "allowedOrigins": [site.origin], "avatarIds": ["cooking-teacher"],
-            "maxConcurrentSessions": 2})
-        assert status == 201, created
-        site.html = embed_html(server.base, {"avatar": "cooking-teacher", "key": created["publishableKey"]})
+        await _embed_on(server, site)
         async with chromium() as ctx:
             page = await ctx.new_page()
             await page.add_init_script(RECORD_EVENTS)
@@ -398,11 +403,7 @@ async def test_livekit_without_the_sdk_bundle_fails_clearly_and_ends_the_session
         livekit_server: ServerHarness) -> None:
     server = livekit_server
     async with EmbedPage("") as site:
-        status, created = await server.admin("POST", "/v1/sites", {
-            "name": "shop", "allowedOrigins": [site.origin], "avatarIds": ["cooking-teacher"],
-            "maxConcurrentSessions": 2})
-        assert status == 201, created
-        site.html = embed_html(server.base, {"avatar": "cooking-teacher", "key": created["publishableKey"]})
+        await _embed_on(server, site)
         async with chromium() as ctx:
             page = await ctx.new_page()
             await page.add_init_script(RECORD_EVENTS)
