@@ -16,6 +16,7 @@ from .logs import setup_logging
 def _serve(argv: list[str]) -> int:
     from .app import create_app
     from .settings import Settings
+    from .store.ownership import DataDirLock
 
     parser = argparse.ArgumentParser(prog="avatar-server", description="Real-time avatar session backend")
     parser.add_argument("--host", help="listen address (default AVATAR_SERVER_HOST or 127.0.0.1)")
@@ -27,6 +28,10 @@ def _serve(argv: list[str]) -> int:
     if args.port is not None:
         env["AVATAR_SERVER_PORT"] = str(args.port)
     settings = Settings.from_env(env)
+    if settings.redis_url is None:
+        # one owner per data dir (its embedded Redis): refused here, before anything is touched;
+        # the lock itself is taken with the embedded Redis and held until it stops
+        DataDirLock.check_free(settings.data_dir)
     setup_logging(settings.log_level, settings.log_json)
     app = create_app(settings)
     base = settings.base_url()
@@ -49,6 +54,7 @@ def _engine(argv: list[str]) -> int:
     from .settings import Settings, load_or_create_admin_token
     from .store.connection import RedisHandle, open_redis
     from .store.engine_catalog import EngineCatalogStore
+    from .store.ownership import DataDirLock
 
     parser = argparse.ArgumentParser(prog="avatar-server engine", description="The local Runway-compatible engine")
     parser.add_argument("--host", default="127.0.0.1")
@@ -60,10 +66,12 @@ def _engine(argv: list[str]) -> int:
                              "REDIS_URL is not set (default: <AVATAR_SERVER_DATA_DIR>/engine)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    data_dir: Path = args.data_dir or settings.data_dir / "engine"
+    if settings.redis_url is None:
+        DataDirLock.check_free(data_dir)  # one owner per data dir, as for the server
     setup_logging(settings.log_level, settings.log_json)
     keys = list(args.api_key) or [load_or_create_admin_token(settings)[0]]
     host = args.host if args.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    data_dir: Path = args.data_dir or settings.data_dir / "engine"
     redis: list[RedisHandle] = []
 
     async def redis_ctx(_: web.Application) -> AsyncIterator[None]:

@@ -14,6 +14,7 @@ headers such as ``Retry-After``). Nothing else turns exceptions into responses.
     ├── Conflict                      409 conflict
     ├── PayloadTooLarge               413 payload_too_large
     ├── LimitExceeded                 429 rate_limited (Retry-After)
+    ├── StoreUnavailable              503 store_unavailable (Retry-After; Redis does not answer)
     └── UpstreamError                 502 upstream_error
         ├── UpstreamStatusError       502 upstream_status (upstreamStatus=...)
         ├── UpstreamUnavailable       503 upstream_unavailable
@@ -114,6 +115,20 @@ class LimitExceeded(AvatarServerError):
             headers.setdefault("Retry-After", str(max(1, int(retry_after + 0.999))))
         super().__init__(message, headers=headers, **kw)
         self.retry_after = retry_after
+
+
+class StoreUnavailable(AvatarServerError):
+    """Redis does not answer (down, restarting, loading). Made in one place from redis-py's
+    connection and timeout errors: ``store.health.store_unavailable``."""
+
+    status = 503
+    code = "store_unavailable"
+
+    def __init__(self, message: str = "the session store is unavailable; retry shortly", *,
+                 retry_after: int = 2, **kw: Any) -> None:
+        headers = dict(kw.pop("headers", None) or {})
+        headers.setdefault("Retry-After", str(retry_after))
+        super().__init__(message, headers=headers, **kw)
 
 
 class UpstreamError(AvatarServerError):

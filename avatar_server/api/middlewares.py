@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import AvatarServerError
+from ..errors import AvatarServerError, StoreUnavailable
 from ..logs import request_id_var
+from ..store.health import store_unavailable
 from .security import too_large
 
 log = logging.getLogger("avatar_server.http")
@@ -60,7 +61,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except AvatarServerError as exc:
-        if exc.status >= 500:
+        # a store outage is logged once, by the store (store.health), not once per request
+        if exc.status >= 500 and not isinstance(exc, StoreUnavailable):
             log.warning("request failed: %s", exc.code, extra={"error": exc.code, "path": request.path})
         return error_response(exc)
     except web.HTTPRequestEntityTooLarge:
@@ -73,6 +75,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.json_response(body, status=exc.status, headers={
             k: v for k, v in exc.headers.items() if k.lower() in ("allow",)
         })
-    except Exception:
+    except Exception as exc:
+        unavailable = store_unavailable(exc)  # Redis does not answer: 503 + Retry-After
+        if unavailable is not None:
+            return error_response(unavailable)
         log.exception("unhandled error", extra={"path": request.path})
         return error_response(AvatarServerError("internal error; the request id identifies it in the logs"))

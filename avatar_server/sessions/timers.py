@@ -27,6 +27,7 @@ import time
 
 from ..errors import AvatarServerError, NotFound
 from ..models.sessions import EndReason, SessionStatus
+from ..store.health import store_unavailable
 from ..upstream.wire import UpstreamStatus
 from .service import SessionService, timer
 
@@ -63,9 +64,12 @@ class TimerLoop:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("timer tick failed")
-                await asyncio.sleep(1.0)
+            except Exception as exc:
+                if store_unavailable(exc) is None:
+                    log.exception("timer tick failed")
+                    await asyncio.sleep(1.0)
+                # else Redis is away (said once, by store.health): try again next tick, so every
+                # deadline that fell due meanwhile fires as soon as it is back
             await asyncio.sleep(TICK)
 
     async def tick(self) -> None:

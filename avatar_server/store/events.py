@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from . import keys
 from .connection import Redis
+from .health import store_unavailable
 
 log = logging.getLogger("avatar_server.events")
 
@@ -61,8 +62,11 @@ class EventBus:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                log.warning("event bus lost its Redis subscription (%s); resubscribing", type(exc).__name__)
-                await asyncio.sleep(0.5)
+                # a Redis outage is logged once by store.health; resubscribe as soon as it is back
+                outage = store_unavailable(exc) is not None
+                log.log(logging.DEBUG if outage else logging.WARNING,
+                        "event bus lost its Redis subscription (%s); resubscribing", type(exc).__name__)
+                await asyncio.sleep(0.2 if outage else 0.5)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
