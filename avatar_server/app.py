@@ -171,6 +171,7 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     app[K.TIMERS] = timers
     app[K.BROKER] = SignalBroker(service, ice_servers=s.ice_servers)
     timers.start()
+    service.reconciler.start()  # the create journal's sweep (sessions.reconcile)
     yield
     await timers.close()
     await service.close()

@@ -12,6 +12,8 @@ Runway-compatible routes (``Authorization: Bearer <api key>`` and ``X-Runway-Ver
            auth: Bearer <sessionKey>; X-Runway-Version optional (not in the spec;
            browsers may call it). url = <public base><mount prefix>/v1/rtc/<id>.
 
+Conversations (``/v1/avatar_conversations``, one per realtime session): see ``engine.conversations_api``.
+
 Avatars and documents (``/v1/avatars``, ``/v1/documents``, Runway's shapes) when the engine is given
 a ``catalog_store``: see ``engine.catalog`` and ``engine.catalog_api``.
 
@@ -49,6 +51,7 @@ from avatar_server.bearer import MalformedCredential, parse_bearer
 from avatar_server.engine.catalog import CatalogKnowledge, EngineCatalog
 from avatar_server.engine.catalog_api import add_catalog_routes
 from avatar_server.engine.config import Delay, EngineConfig
+from avatar_server.engine.conversations_api import add_conversation_routes
 from avatar_server.engine.faults import FaultInjector, FaultRule, FaultRuleError
 from avatar_server.engine.media.conversation import KnowledgeSource
 from avatar_server.engine.media.manager import MediaManager
@@ -118,6 +121,8 @@ def create_engine_app(
     app.router.add_get("/v1/realtime_sessions/{id}", get_session, allow_head=False)
     app.router.add_delete("/v1/realtime_sessions/{id}", delete_session)
     app.router.add_post("/v1/realtime_sessions/{id}/consume", consume_session)
+    add_conversation_routes(app, state, authorize=_authorize, with_faults=_with_faults,
+                            count=lambda request, op: request.app[ENGINE_FAULTS].count(op))
     if catalog is not None:
         add_catalog_routes(app, catalog, authorize=_authorize, read_json=_json_body, with_faults=_with_faults,
                            count=lambda request, op: request.app[ENGINE_FAULTS].count(op))

@@ -6,7 +6,8 @@ first matching rule (its own op, or ``any``), FIFO, and spends one of its
 
     {"op": "create"|"get"|"consume"|"delete"|"any"     (any: any realtime-session op)
            | "avatar_create"|"avatar_get"|"avatar_update"|"avatar_delete"|"avatar_list"
-           | "document_create"|"document_get"|"document_update"|"document_delete"|"document_list",
+           | "document_create"|"document_get"|"document_update"|"document_delete"|"document_list"
+           | "conversation_list"|"conversation_get"|"conversation_delete",
      "status": 429,            # optional: answer this error status (>= 400)
      "retryAfter": 2,          # optional: Retry-After header (seconds)
      "times": 1,               # how many requests the rule applies to (>= 1)
@@ -29,7 +30,9 @@ from typing import Any, Literal
 OPS = ("create", "get", "consume", "delete")
 CATALOG_OPS = tuple(f"{kind}_{action}" for kind in ("avatar", "document")
                     for action in ("create", "get", "update", "delete", "list"))
-RuleOp = str  # one of OPS, CATALOG_OPS or "any"
+CONVERSATION_OPS = ("conversation_list", "conversation_get", "conversation_delete")
+OTHER_OPS = (*CATALOG_OPS, *CONVERSATION_OPS)  # not realtime-session ops: "any" leaves them alone
+RuleOp = str  # one of OPS, OTHER_OPS or "any"
 
 
 class FaultRuleError(ValueError):
@@ -50,8 +53,8 @@ class FaultRule:
         if not isinstance(raw, dict):
             raise FaultRuleError("each rule must be an object")
         op = raw.get("op", "any")
-        if op not in (*OPS, *CATALOG_OPS, "any"):
-            raise FaultRuleError(f"op must be one of {', '.join((*OPS, *CATALOG_OPS, 'any'))}, got {op!r}")
+        if op not in (*OPS, *OTHER_OPS, "any"):
+            raise FaultRuleError(f"op must be one of {', '.join((*OPS, *OTHER_OPS, 'any'))}, got {op!r}")
         status = raw.get("status")
         if status is not None and (not _is_int(status) or not 400 <= status <= 599):
             raise FaultRuleError(f"status must be an integer 400-599, got {status!r}")
@@ -124,8 +127,8 @@ class FaultInjector:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "requests": {op: self.requests[op] for op in (*OPS, *CATALOG_OPS)},
-            "faultsInjected": {op: self.injected[op] for op in (*OPS, *CATALOG_OPS)},
+            "requests": {op: self.requests[op] for op in (*OPS, *OTHER_OPS)},
+            "faultsInjected": {op: self.injected[op] for op in (*OPS, *OTHER_OPS)},
             "pendingRules": len(self.rules),
         }
 

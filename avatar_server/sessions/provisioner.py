@@ -79,8 +79,12 @@ class Provisioner:
             try:
                 upstream_id = await self._create(rec)
             except UpstreamAmbiguous as exc:
-                await svc.end(rec.id, EndReason.ERROR, exc.message)
-                return
+                # reconcile: a unique unowned match is adopted (its id stored), the rest cancelled
+                adopted = await svc.reconciler.after_ambiguous(rec)
+                if adopted is None:
+                    await svc.end(rec.id, EndReason.ERROR, exc.message)
+                    return
+                upstream_id = adopted
             current = await svc.store.get(rec.id)
             if current is None or current.status is SessionStatus.ENDED:
                 # ended while the create was in flight: the upstream session must not live on
@@ -129,8 +133,10 @@ class Provisioner:
             raise
 
     async def _create_and_record(self, rec: SessionRecord) -> str:
-        upstream_id = await self.svc.upstream.create_session(upstream_body(rec))
-        await self.svc.store.set_fields(rec.id, {"upstreamId": upstream_id})
+        # journalled first; crossed out once the id is stored (see sessions.reconcile)
+        async with self.svc.reconciler.journal_create(rec):
+            upstream_id = await self.svc.upstream.create_session(upstream_body(rec))
+            await self.svc.store.set_fields(rec.id, {"upstreamId": upstream_id})
         return upstream_id
 
     async def _cancel_when_created(self, session_id: str, create: asyncio.Future[str]) -> None:

@@ -41,6 +41,7 @@ from ..store.events import EventBus
 from ..store.sessions import SessionStore, TransitionRefused
 from ..upstream import UpstreamClient
 from .provisioner import Provisioner
+from .reconcile import CreateReconciler
 
 log = logging.getLogger("avatar_server.sessions")
 
@@ -90,6 +91,7 @@ class SessionService:
         self._cleanups: set[asyncio.Task[None]] = set()
         self._closed = False
         self.provisioner = Provisioner(self)
+        self.reconciler = CreateReconciler(self)  # journals creates, reconciles lost ones (own task)
 
     # --- create ----------------------------------------------------------------------
     async def create(
@@ -294,6 +296,7 @@ class SessionService:
                 if rec.upstreamId is None and time.time() - rec.createdAt > self.config.lease_seconds:
                     # its create was in flight on an instance that died: it may exist upstream unseen
                     await self.end(sid, EndReason.ERROR, "the instance creating this session stopped")
+                    self.reconciler.poke()  # find it upstream and cancel it (sessions.reconcile)
                     continue
                 self._spawn(rec)
                 resumed += 1
@@ -311,6 +314,7 @@ class SessionService:
                 await t
         if self._cleanups:
             await asyncio.wait(list(self._cleanups), timeout=10)
+        await self.reconciler.close()  # after the creates above: what is still out is left to the next instance
 
 
 def status_event(rec: SessionRecord) -> dict[str, Any]:

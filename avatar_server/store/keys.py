@@ -175,3 +175,23 @@ def engine_document_users(document_id: str) -> str:
 def engine_documents_index(sort: str) -> str:
     """Sorted set (all scores 0) per sort field (createdAt | updatedAt): ``<ms, 15 digits>:<document id>``."""
     return f"{ENGINE_PREFIX}documents:{sort}"
+
+
+# --- the create journal: upstream creates that may exist unseen (``store.journal``) ---------------
+
+
+def create_intents() -> str:
+    """Hash: intent id → JSON ``{sessionId, avatar, maxDuration, at, instance, state, ...}``, written
+    before a ``POST /v1/realtime_sessions`` leaves and deleted once its answer is stored (or it is
+    reconciled); what is left is a create whose result nobody recorded."""
+    return f"{PREFIX}journal:creates"
+
+
+def instance_alive(instance_id: str) -> str:
+    """String with TTL: this instance is alive (renewed by its reconciler; expires when it dies)."""
+    return f"{PREFIX}instance:{instance_id}:alive"
+
+
+def reconcile_lock() -> str:
+    """String with TTL: the instance reconciling the create journal right now (one at a time)."""
+    return f"{PREFIX}journal:lock"

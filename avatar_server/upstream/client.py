@@ -76,6 +76,7 @@ logger = logging.getLogger("avatar_server.upstream")
 SESSIONS_PATH = "/v1/realtime_sessions"
 AVATARS_PATH = "/v1/avatars"
 DOCUMENTS_PATH = "/v1/documents"
+CONVERSATIONS_PATH = "/v1/avatar_conversations"
 PING_PATH = f"{SESSIONS_PATH}/00000000-0000-4000-8000-000000000000"
 PING_TIMEOUT = 2.0
 _MESSAGE_LIMIT = 300
@@ -229,6 +230,33 @@ class UpstreamClient:
     async def delete_document(self, document_id: str) -> bool:
         """True if deleted (and detached from every avatar), False if the upstream says 404."""
         return await self._delete(_item_path(DOCUMENTS_PATH, document_id), "delete_document")
+
+    # -- conversations (one per realtime session; the same id) -------------
+
+    async def list_conversations(
+        self,
+        start_date: datetime | float,
+        end_date: datetime | float | None = None,
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """``GET /v1/avatar_conversations``: one page ``{data, hasMore, nextCursor}`` of the
+        conversations created in ``[start_date, end_date)`` (datetimes or epoch seconds).
+        A conversation's id is its realtime session's id. Retried like every GET."""
+        params: dict[str, Any] = {"limit": limit, "startDate": _iso_z(start_date)}
+        if end_date is not None:
+            params["endDate"] = _iso_z(end_date)
+        if cursor:
+            params["cursor"] = cursor
+        resp, _ = await self._send("GET", CONVERSATIONS_PATH, op="list_conversations", params=params)
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise _malformed("list_conversations", exc) from exc
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise _malformed("list_conversations", TypeError("not a page"))
+        return data
 
     async def _create(self, path: str, body: dict[str, Any], op: str) -> dict[str, Any]:
         resp, request_id = await self._send(
@@ -448,6 +476,13 @@ def _item_path(collection: str, item_id: str) -> str:
     if not item_id:
         raise ValueError("an id is required")
     return f"{collection}/{quote(item_id, safe='')}"
+
+
+def _iso_z(when: datetime | float) -> str:
+    """Runway's date-time form: UTC, milliseconds, ``Z``."""
+    if not isinstance(when, datetime):
+        when = datetime.fromtimestamp(when, UTC)
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _describe(exc: BaseException) -> str:
