@@ -1,5 +1,6 @@
 // The admin console: avatars, knowledge documents (and each avatar's knowledge budget), sites
-// and live sessions, over the server's admin API. Plain ES module, no build step.
+// and live sessions (with the waiting room and the upstream request budget), over the server's
+// admin API. Plain ES module, no build step.
 //
 // The admin token is kept in sessionStorage (this tab only) and sent only as
 // `Authorization: Bearer …` to this page's own origin; it never goes into a URL.
@@ -34,6 +35,8 @@ const state = {
   documents: [],
   sites: [],
   sessions: [],
+  room: null, // GET /v1/waiting-room
+  sitesAsked: new Set(), // site ids seen in the room and looked up once
   knowledgeAvatarId: null,
   embedSiteId: null,
   timers: { sessions: null, avatars: null, tick: null },
@@ -822,7 +825,9 @@ function renderSessions() {
     return h("tr", { dataset: { id: s.id, status: s.status } },
       h("td", {}, h("code", { title: s.id }, s.id.slice(0, 8))),
       h("td", {}, h("span", { class: `status status-${s.status.toLowerCase()}` }, s.status),
-        s.queued ? h("span", { class: "muted small" }, " queued") : ""),
+        s.queued ? h("span", { class: "muted small queued" },
+          s.position ? ` queued · #${s.position} in line${s.etaSeconds ? ` (${fmtWait(s.etaSeconds)})` : ""}`
+            : " queued") : ""),
       h("td", {}, sessionAvatarLabel(s.avatar)),
       h("td", {}, siteName(s.siteId)),
       h("td", { class: "small" }, fmtTime(s.startedAt || s.createdAt)),
@@ -850,7 +855,10 @@ async function refreshSessions() {
   sessionsInFlight = true;
   try {
     const status = $("#sessions-status").value;
-    const page = await quietly(() => api("GET", `/v1/sessions?status=${enc(status)}&limit=100`));
+    const [page] = await Promise.all([
+      quietly(() => api("GET", `/v1/sessions?status=${enc(status)}&limit=100`)),
+      refreshRoom(),
+    ]);
     if (page) {
       state.sessions = page.data || [];
       renderSessions();
@@ -858,6 +866,86 @@ async function refreshSessions() {
   } finally {
     sessionsInFlight = false;
   }
+}
+
+// --------------------------------------------------------------------------- the waiting room
+
+function fmtWait(seconds) {
+  const s = Math.round(Number(seconds));
+  if (!Number.isFinite(s)) return "—";
+  if (s < 90) return `~${Math.max(s, 0)} s`;
+  if (s < 90 * 60) return `~${Math.round(s / 60)} min`;
+  return `~${(s / 3600).toFixed(1)} h`;
+}
+
+async function refreshRoom() {
+  let room;
+  try {
+    room = await api("GET", "/v1/waiting-room");
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) {
+      $("#room").hidden = true; // a server without a waiting room
+      return;
+    }
+    if (!(err instanceof ApiError && err.status === 401)) showError(err);
+    return;
+  }
+  state.room = room;
+  $("#room").hidden = false;
+  // a site created since the console loaded its list: look it up (once) to show its name
+  const unknown = (room.lanes || []).map((l) => l.siteId)
+    .filter((id) => id && !state.sites.some((s) => s.id === id) && !state.sitesAsked.has(id));
+  if (unknown.length) {
+    unknown.forEach((id) => state.sitesAsked.add(id));
+    const sites = await quietly(() => listAll("/v1/sites"));
+    if (sites) state.sites = sites;
+  }
+  renderRoom();
+}
+
+function renderRoom() {
+  const r = state.room;
+  if (!r) return;
+  const set = (id, data, ...children) => {
+    const el = $(id);
+    el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== ""));
+    for (const [k, v] of Object.entries(data)) el.dataset[k] = v === null || v === undefined ? "" : String(v);
+  };
+  set("#room-waiting", { waiting: r.waiting, size: r.size },
+    h("strong", {}, fmtNum(r.waiting)), ` of ${fmtNum(r.size)} places`);
+
+  const limit = r.upstreamLimit;
+  set("#room-slots", { alive: r.upstreamAlive, limit: limit ?? "", learned: r.limitLearned },
+    limit ? h("meter", { min: 0, max: limit, low: limit * 0.8, high: limit * 0.99, optimum: 0,
+      value: Math.min(r.upstreamAlive, limit), title: `${r.upstreamAlive} of ${limit}` }) : null,
+    limit ? `${fmtNum(r.upstreamAlive)} of ${fmtNum(limit)} in use` : `${fmtNum(r.upstreamAlive)} in use`,
+    limit
+      ? (r.limitLearned ? h("div", { class: "muted small" }, "limit learned from the upstream's first queued answer")
+        : h("div", { class: "muted small" }, "limit configured"))
+      : h("div", { class: "muted small" }, "limit not known yet (learned when the upstream first queues a session)"));
+
+  const b = r.budget || {};
+  set("#room-budget", { used: b.usedLastSecond, max: b.maxRps, waitingHere: b.waitingHere },
+    h("meter", { min: 0, max: b.maxRps || 1, low: (b.maxRps || 1) * 0.8, high: (b.maxRps || 1) * 0.95, optimum: 0,
+      value: Math.min(b.usedLastSecond || 0, b.maxRps || 1) }),
+    `${fmtNum(b.usedLastSecond ?? 0)} of ${fmtNum(b.maxRps ?? 0)} requests per second`,
+    h("div", { class: "muted small" }, b.waitingHere
+      ? `${fmtNum(b.waitingHere)} request${b.waitingHere === 1 ? "" : "s"} of this instance waiting for the budget`
+      : "upstream requests in the last second, all instances"));
+
+  set("#room-eta", { eta: r.etaPerPlaceSeconds },
+    `${fmtWait(r.etaPerPlaceSeconds)} per place`,
+    h("div", { class: "muted small" }, "measured between starts served from the room"));
+
+  set("#room-busy", { busy: r.busy || "" },
+    r.busy ? h("span", { class: "busy-yes" }, `Yes: ${r.busy}`) : "No",
+    h("div", { class: "muted small" }, r.busy ? "new starts get 503 server_busy" : "this instance accepts starts"));
+
+  const lanes = (r.lanes || []).map((l) => h("tr", { dataset: { siteId: l.siteId ?? "", waiting: l.waiting } },
+    h("td", { class: "name" }, siteName(l.siteId)),
+    h("td", { class: "waiting" }, fmtNum(l.waiting))));
+  fillTable($("#room-lanes"), lanes, $("#room-empty"));
+  $("#room-lanes").hidden = lanes.length === 0;
 }
 
 async function endSession(id) {

@@ -7,7 +7,9 @@
 // server (default: where this script came from), max-duration (seconds, ≤ the site's limit).
 // Methods: start() → Promise (resolves when the avatar's media plays), end() → Promise,
 // setMicrophone(on), sendMessage(text). Events (bubbling, composed): avatar-status
-// {sessionId, status, queued, message} and avatar-ended {sessionId, reason, message}.
+// {sessionId, status, queued, position, etaSeconds, message} and avatar-ended {sessionId, reason, message}.
+// While the server's waiting room holds the start, status is "queued" and position/etaSeconds
+// say where the visitor is in line ("You're number 3 in line — about 40 s").
 // Transports: "webrtc" (the local engine: a plain RTCPeerConnection, no build step) and
 // "livekit" (Runway: imports {server}/vendor/runway-avatars.js on demand). See docs/embedding.md.
 
@@ -29,8 +31,10 @@ export const END_MESSAGES = {
   provision_timeout: "The avatar did not get ready in time. Please try again.",
   ready_timeout: "The avatar was ready, but the connection was not made in time. Please try again.",
   abandoned: "The connection to the avatar was lost.",
+  queue_timeout: "Too many people are talking to the avatar right now, and the wait ran out. Please try again later.",
   error: "The conversation could not be started because of an error. Please try again.",
   busy: "All avatars are busy right now. Please try again in a moment.",
+  server_busy: "So many people want to talk to the avatar right now that the line is full. Please try again in a moment.",
   rate_limited: "Too many conversations were started from here. Please wait a minute and try again.",
   forbidden: "This page is not allowed to start conversations with this avatar.",
   unauthorized: "This avatar widget is not set up correctly (its key is not valid).",
@@ -116,6 +120,33 @@ const TEMPLATE = `
 <div class="message" role="alert"></div>
 `;
 
+// A wait in words: "about 8 s", "about 45 s", "about 1 min", "about 4 min", "about 2 h".
+export function aboutWait(seconds) {
+  const s = Math.max(1, Math.round(Number(seconds)));
+  if (s <= 10) return `about ${s} s`;
+  if (s < 55) return `about ${Math.round(s / 5) * 5} s`;
+  if (s < 90) return "about 1 min";
+  if (s < 90 * 60) return `about ${Math.round(s / 60)} min`;
+  return `about ${Math.round(s / 3600)} h`;
+}
+
+// What a visitor waiting in the room reads (no ETA known: the place alone).
+export function queueText(position, etaSeconds) {
+  const eta = Number(etaSeconds);
+  return `You're number ${position} in line` +
+    (etaSeconds != null && Number.isFinite(eta) && eta > 0 ? ` — ${aboutWait(eta)}` : "");
+}
+
+// Retry-After (seconds or an HTTP date) in seconds from now; null when absent or not sensible.
+function retryAfterSeconds(resp) {
+  const raw = (resp.headers.get("Retry-After") || "").trim();
+  if (!raw) return null;
+  let s = /^\d+(\.\d+)?$/.test(raw) ? parseFloat(raw) : (Date.parse(raw) - Date.now()) / 1000;
+  if (!Number.isFinite(s)) return null;
+  s = Math.max(1, s);
+  return s <= 6 * 3600 ? s : null;
+}
+
 function wait(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -200,17 +231,24 @@ class Call {
     const code = err.code || "";
     let reason = "error";
     if (resp.status === 429) reason = code === "concurrency_limit" ? "busy" : "rate_limited";
+    else if (resp.status === 503 && code === "server_busy") reason = "server_busy";
     else if (resp.status === 403) reason = "forbidden";
     else if (resp.status === 401) reason = "unauthorized";
     else if (resp.status === 400 || resp.status === 422) reason = "invalid";
-    const retry = parseFloat(resp.headers.get("Retry-After") || "");
+    const retry = retryAfterSeconds(resp);
     let message = END_MESSAGES[reason];
-    if (reason === "busy" && Number.isFinite(retry)) {
+    if (reason === "busy" && retry != null) {
       message = `All avatars are busy right now. Please try again in ${Math.ceil(retry)} seconds.`;
+    } else if (reason === "server_busy") {
+      // the room is full, or the server is overloaded: nothing was started; come back later
+      if (retry != null) {
+        message = "So many people want to talk to the avatar right now that the line is full. " +
+          `Please try again in ${aboutWait(retry)}.`;
+      }
     } else if (reason !== "busy" && err.message) {
       message = `${END_MESSAGES[reason]} (${err.message})`;
     }
-    return this.finish(reason, message, { code, status: resp.status });
+    return this.finish(reason, message, { code, status: resp.status, retryAfter: retry });
   }
 
   // ------------------------------------------------------------------ signal socket
@@ -251,7 +289,12 @@ class Call {
     if (this.ended) return;
     switch (msg.type) {
       case "status":
-        if (msg.status === "PROVISIONING") this.status(msg.queued ? "queued" : "provisioning", { queued: !!msg.queued });
+        if (msg.status === "PROVISIONING" && msg.queued) {
+          // waiting: in the server's waiting room (with its place and expected wait), or upstream
+          const position = Number.isInteger(msg.position) && msg.position > 0 ? msg.position : null;
+          const eta = typeof msg.etaSeconds === "number" && Number.isFinite(msg.etaSeconds) ? msg.etaSeconds : null;
+          this.status("queued", { queued: true, position, etaSeconds: position ? eta : null });
+        } else if (msg.status === "PROVISIONING") this.status("provisioning");
         else if (!this.playing && !this.ending) this.status("connecting");
         break;
       case "credentials":
@@ -609,16 +652,19 @@ export class AvatarWidget extends HTMLElement {
     if (call !== this._call || call.ended) return;
     this._state = status;
     const busy = ["starting", "queued", "provisioning", "connecting", "ending"].includes(status);
+    const position = status === "queued" && extra.position ? extra.position : null;
+    const etaSeconds = position ? (extra.etaSeconds ?? null) : null;
+    const text = position ? queueText(position, etaSeconds) : (STATUS_TEXT[status] || "");
     this._el.status.hidden = status === "playing";
     this._el.spinner.hidden = !busy;
     this._el.start.hidden = true;
-    this._el.statusText.textContent = STATUS_TEXT[status] || "";
+    this._el.statusText.textContent = text;
     this._el.controls.hidden = false;
     this._el.end.disabled = status === "ending";
     this._el.message.textContent = "";
     this._el.statusText.classList.remove("error");
     this._emit("avatar-status", { sessionId: call.sessionId, status, queued: !!extra.queued,
-      message: STATUS_TEXT[status] || "" });
+      position, etaSeconds, message: text });
   }
 
   _ended(call, detail) {
@@ -637,7 +683,8 @@ export class AvatarWidget extends HTMLElement {
     this._showUnmute(false);
     this._el.statusText.classList.toggle("error", failure);
     this._el.message.textContent = "";
-    this._emit("avatar-status", { sessionId: detail.sessionId, status: "ended", queued: false, message: detail.message });
+    this._emit("avatar-status", { sessionId: detail.sessionId, status: "ended", queued: false, position: null,
+      etaSeconds: null, message: detail.message });
     this._emit("avatar-ended", detail);
   }
 

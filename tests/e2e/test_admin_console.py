@@ -7,25 +7,30 @@ are created; linking them shows the avatar's knowledge budget, and a link past 5
 shows the 422 ``knowledge_budget_exceeded`` message and changes nothing; a site is created,
 its publishable key shown and rotated (the old key stops working); a live session started
 through the API shows with its countdown and is ended from the console (``ENDED/admin``).
-The page must raise no console error (a CSP violation would be one).
+The waiting room (a server with ``upstream_concurrency=1``) shows its waiting starts per site, the
+upstream slots, the request budget, the wait per place and, while the event loop lags, why the
+server refuses starts. The page must raise no console error (a CSP violation would be one).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
 import re
 import secrets
 import struct
+import time
 import zlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.async_api import Page
 
-from ..harness import ServerHarness
+from ..harness import ServerHarness, assert_no_leaks, fast_engine_config, make_settings
 from .browser_helpers import chromium
 
 pytestmark = pytest.mark.timeout(180)
@@ -349,3 +354,113 @@ async def test_admin_console_edits_deletes_and_field_errors(server: ServerHarnes
         await page.locator("#login").wait_for(state="visible", timeout=WAIT_MS)
         assert await page.evaluate("sessionStorage.length") == 0
         assert not problems, problems
+
+
+# --------------------------------------------------------------------------- the waiting room
+
+@pytest.fixture
+async def room_server(redis_url: str, data_dir: Path) -> AsyncIterator[ServerHarness]:
+    """One upstream slot (``upstream_concurrency=1``), a budget of 7 upstream requests a second,
+    no per-visitor start rate (several starts come from one address)."""
+    settings = make_settings(data_dir, redis_url, upstream_concurrency=1, upstream_max_rps=7,
+                             start_rate_per_minute=0)
+    h = await ServerHarness(settings, fast_engine_config()).start()
+    try:
+        yield h
+        await assert_no_leaks(h, None, h.control)
+    finally:
+        await h.stop_all()
+
+
+async def test_admin_console_shows_the_waiting_room(room_server: ServerHarness) -> None:
+    server = room_server
+    token = server.settings.admin_token
+    origin = "https://shop.example"
+    site = await api(server, "POST", "/v1/sites", {
+        "name": "Corner shop", "allowedOrigins": [origin], "avatarIds": ["cooking-teacher"],
+        "maxConcurrentSessions": 5})
+    holder = (await api(server, "POST", "/v1/sessions/connect",
+                        {"avatarId": "cooking-teacher", "maxDuration": 60}))["sessionId"]
+    body = {"avatar": {"type": "runway-preset", "presetId": "cooking-teacher"}, "maxDuration": 60}
+    waiting: list[str] = []
+    for _ in range(2):  # two visitors of the site …
+        status, created, _ = await server.call("POST", "/v1/sessions", token=site["publishableKey"],
+                                               headers={"Origin": origin}, json_body=body)
+        assert status == 201, created
+        waiting.append(created["id"])
+    waiting.append((await api(server, "POST", "/v1/sessions", body))["id"])  # … and one admin start
+    records = {sid: await api(server, "GET", f"/v1/sessions/{sid}") for sid in waiting}
+    assert all(r["queued"] and r["position"] for r in records.values()), records
+    room = await api(server, "GET", "/v1/waiting-room")
+    assert room["waiting"] == 3 and room["upstreamAlive"] == 1 and room["upstreamLimit"] == 1, room
+
+    async with chromium_page() as (page, problems):
+        await page.goto(server.base + "/admin")
+        await page.fill("#token", token)
+        await page.click("#login-form button[type=submit]")
+        await page.locator("#console").wait_for(state="visible", timeout=WAIT_MS)
+        await page.click("#tab-btn-sessions")
+
+        # --- waiting per site (by name) and the admin lane
+        site_lane = page.locator(f"#room-lanes tr[data-site-id='{site['id']}']")
+        await site_lane.wait_for(timeout=WAIT_MS)
+        assert await site_lane.get_attribute("data-waiting") == "2"
+        assert re.fullmatch(r"Corner shop\s+2", (await site_lane.inner_text()).strip())
+        admin_lane = page.locator("#room-lanes tr[data-site-id='']")
+        assert re.fullmatch(r"admin API\s+1", (await admin_lane.inner_text()).strip())
+        assert await page.locator("#room-empty").is_hidden()
+        figures = page.locator("#room")
+        assert "3 of 1,000 places" in await page.locator("#room-waiting").inner_text()
+
+        # --- the upstream slots, the request budget, the wait per place, no refusal
+        slots = await page.locator("#room-slots").inner_text()
+        assert "1 of 1 in use" in slots and "limit configured" in slots, slots
+        budget = page.locator("#room-budget")
+        assert await budget.get_attribute("data-max") == "7"
+        used = int(await budget.get_attribute("data-used"))
+        assert 0 <= used <= 7
+        assert f"{used} of 7 requests per second" in await budget.inner_text()
+        assert float(await page.locator("#room-eta").get_attribute("data-eta")) == room["etaPerPlaceSeconds"]
+        eta = room["etaPerPlaceSeconds"]
+        shown = f"~{round(eta)} s" if eta < 90 else f"~{round(eta / 60)} min"
+        assert f"{shown} per place" in await page.locator("#room-eta").inner_text()
+        assert (await page.locator("#room-busy").inner_text()).startswith("No")
+        assert await page.locator("#room-busy").get_attribute("data-busy") == ""
+        # the live list names each waiting start's place
+        for sid, rec in records.items():
+            row = page.locator(f"#sessions-table tr[data-id='{sid}']")
+            assert f"#{rec['position']} in line" in await row.inner_text()
+        await figures.scroll_into_view_if_needed()
+        await shot(page, "waiting-room")
+
+        # --- the holder ends: the next start is served and the panel follows on its own
+        await api(server, "DELETE", f"/v1/sessions/{holder}")
+        await page.locator("#room-waiting[data-waiting='2']").wait_for(timeout=WAIT_MS)
+        after = await api(server, "GET", "/v1/waiting-room")
+        assert after["waiting"] == 2, after
+        lanes = {lane["siteId"]: lane["waiting"] for lane in after["lanes"]}
+        for site_id, n in lanes.items():
+            row = page.locator(f"#room-lanes tr[data-site-id='{site_id or ''}']")
+            await row.and_(page.locator(f"[data-waiting='{n}']")).wait_for(timeout=WAIT_MS)
+
+        # --- an overloaded instance (its event loop lagging): the panel says why it refuses starts
+        async def lag() -> None:
+            while True:
+                time.sleep(0.9)  # blocks the event loop the server runs on
+                await asyncio.sleep(0.15)
+
+        lagging = asyncio.create_task(lag())
+        try:
+            busy = page.locator("#room-busy[data-busy^='event loop']")
+            await busy.wait_for(timeout=30_000)
+            assert "Yes: event loop lagging" in await busy.inner_text()
+        finally:
+            lagging.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lagging
+        await page.locator("#room-busy[data-busy='']").wait_for(timeout=WAIT_MS)
+        assert not problems, problems
+
+    for sid in waiting:
+        status, _ = await server.admin("DELETE", f"/v1/sessions/{sid}")
+        assert status == 200

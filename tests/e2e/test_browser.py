@@ -1,7 +1,8 @@
 """The browser side in real headless Chromium (Debian's package, Playwright for Python):
 the demo page and the embed widget against a real server and its local engine, the cap as
-the visitor sees it, a foreign origin refused, and the Runway (LiveKit) transport up to the
-SDK boundary with a stand-in module. The demo test writes docs/demo.png each run."""
+the visitor sees it, a foreign origin refused, the server's waiting room (the place in line, a
+wait that runs out, a full room), and the Runway (LiveKit) transport up to the SDK boundary
+with a stand-in module. The demo test writes docs/demo.png each run."""
 
 from __future__ import annotations
 
@@ -514,3 +515,129 @@ async def test_start_button_then_failed_and_avatar_ended_messages(make_server: S
         assert "The avatar ended the conversation" in await widget_text(page)
     rec = await server.wait_for(ended["sessionId"], lambda r: r["status"] == "ENDED")
     assert rec["endReason"] == "upstream_completed", rec
+
+
+# --------------------------------------------------------------------------- the waiting room
+
+async def _connect_holder(server: ServerHarness) -> str:
+    """An admin session (``/v1/sessions/connect``) holding the one upstream slot: RUNNING at once."""
+    status, holder, _ = await server.call("POST", "/v1/sessions/connect", token=server.settings.admin_token,
+                                          json_body={"avatarId": "cooking-teacher", "maxDuration": 60})
+    assert status == 200, holder
+    return holder["sessionId"]
+
+
+async def test_widget_waits_its_turn_in_the_waiting_room_then_plays(make_server: ServerFactory) -> None:
+    """upstream_concurrency=1 and the slot held: the widget's start waits in the server's room,
+    shows its place and wait from the signal frames (and sends them in avatar-status), and plays
+    once the holder ends."""
+    server = await make_server(upstream_concurrency=1, start_rate_per_minute=0)
+    holder = await _connect_holder(server)
+    async with chromium() as ctx:
+        page = await ctx.new_page()
+        await page.add_init_script(RECORD_EVENTS)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(server.base + "/demo")
+        await page.wait_for_function(f"() => document.querySelector('{WIDGET}').getAttribute('key')")
+        await page.evaluate(f"() => {{ window.__start = document.querySelector('{WIDGET}').start(); }}")
+        await page.wait_for_function(
+            "() => window.__events.some((e) => e.detail.status === 'queued' && e.detail.position === 1)",
+            timeout=15_000)
+        text = await widget_text(page)
+        assert "You're number 1 in line — about " in text, text
+        assert await page.locator(f"{WIDGET} .spinner").is_visible()  # the waiting visuals stay
+        waiting = [e["detail"] for e in await events(page, "avatar-status") if e["detail"]["status"] == "queued"]
+        detail = waiting[-1]
+        assert detail["queued"] is True and detail["position"] == 1, detail
+        assert isinstance(detail["etaSeconds"], int | float) and detail["etaSeconds"] > 0, detail
+        assert detail["message"].startswith("You're number 1 in line — about "), detail
+        assert detail["message"] in text
+        session_id = detail["sessionId"]
+        rec = await server.wait_for(session_id, lambda r: r["status"] == "PROVISIONING")
+        assert rec["queued"] and rec["position"] == 1 and rec["upstreamId"] is None, rec
+        assert await page.evaluate(f"document.querySelector('{WIDGET}').status") == "queued"
+
+        status, _ = await server.admin("DELETE", f"/v1/sessions/{holder}")  # frees the slot
+        assert status == 200
+        started = await page.evaluate("window.__start")
+        assert started["sessionId"] == session_id
+        probe = await page.evaluate(VIDEO_PROBE, WIDGET)
+        assert probe["frames"] == 20 and probe["lastTime"] > probe["firstTime"] and probe["lumaSd"] > 10, probe
+        details = [e["detail"] for e in await events(page, "avatar-status")]
+        statuses = [d["status"] for d in details]
+        assert statuses.index("queued") < statuses.index("provisioning") < statuses.index("connecting") \
+            < statuses.index("playing"), statuses
+        # the place and wait only while in line; the other states carry none
+        assert all(d["position"] is None and d["etaSeconds"] is None for d in details if d["status"] != "queued")
+        assert "in line" not in await widget_text(page)
+        rec = await server.wait_for(session_id, lambda r: r["status"] == "RUNNING")
+        assert rec["position"] is None and rec["etaSeconds"] is None, rec
+        await page.evaluate(f"document.querySelector('{WIDGET}').end()")
+        assert errors == []
+    rec = await server.wait_for(session_id, lambda r: r["status"] == "ENDED")
+    assert rec["endReason"] == "client"
+
+
+async def test_a_wait_that_runs_out_says_so(make_server: ServerFactory) -> None:
+    """The wait reaches the provisioning deadline (3 s): the session ends queue_timeout and the
+    widget says the wait ran out; the visitor can try again."""
+    server = await make_server(upstream_concurrency=1, start_rate_per_minute=0, provision_timeout=3.0)
+    holder = await _connect_holder(server)
+    async with chromium() as ctx:
+        page = await ctx.new_page()
+        await page.add_init_script(RECORD_EVENTS)
+        await page.goto(server.base + "/demo")
+        await page.wait_for_function(f"() => document.querySelector('{WIDGET}').getAttribute('key')")
+        outcome = await page.evaluate(f"""() => document.querySelector('{WIDGET}').start().then(
+            () => ({{ok: true}}), (err) => ({{ok: false, reason: err.reason, message: err.message}}))""")
+        assert outcome["ok"] is False and outcome["reason"] == "queue_timeout", outcome
+        assert "the wait ran out" in outcome["message"], outcome
+        ended = await wait_ended(page, 5)
+        assert ended["reason"] == "queue_timeout" and ended["sessionId"], ended
+        queued = [e["detail"] for e in await events(page, "avatar-status") if e["detail"]["status"] == "queued"]
+        assert queued and queued[0]["position"] == 1, queued  # it did wait in line first
+        text = await widget_text(page)
+        assert "Too many people are talking to the avatar right now, and the wait ran out" in text, text
+        assert await page.locator(f"{WIDGET} .start").is_visible()  # ready to try again
+    rec = await server.wait_for(ended["sessionId"], lambda r: r["status"] == "ENDED")
+    assert rec["endReason"] == "queue_timeout" and rec["upstreamId"] is None, rec
+    status, _ = await server.admin("DELETE", f"/v1/sessions/{holder}")
+    assert status == 200
+
+
+async def test_a_full_waiting_room_says_when_to_come_back(make_server: ServerFactory) -> None:
+    """A room with no places (size 0) and the slot held: the start on a customer's page (another
+    origin: Retry-After must be readable through CORS) is refused 503 server_busy, and the widget
+    says to try again in the time Retry-After gives; nothing was started."""
+    server = await make_server(upstream_concurrency=1, start_rate_per_minute=0, waiting_room_size=0)
+    holder = await _connect_holder(server)
+    async with EmbedPage("") as site:
+        await _embed_on(server, site)
+        key = site.html.split('key="')[1].split('"')[0]
+        status, body, headers = await server.call(
+            "POST", "/v1/sessions", token=key, headers={"Origin": site.origin},
+            json_body={"avatar": {"type": "runway-preset", "presetId": "cooking-teacher"}})
+        assert status == 503 and body["error"]["code"] == "server_busy", body
+        retry_after = float(headers["Retry-After"])
+        async with chromium() as ctx:
+            page = await ctx.new_page()
+            await page.add_init_script(RECORD_EVENTS)
+            await page.goto(site.origin + "/")
+            await page.wait_for_function(f"() => customElements.get('{WIDGET}') !== undefined")
+            outcome = await page.evaluate(f"""() => document.querySelector('{WIDGET}').start().then(
+                () => ({{ok: true}}), (err) => ({{ok: false, reason: err.reason, message: err.message,
+                                                 status: err.status, retryAfter: err.retryAfter}}))""")
+            assert outcome["ok"] is False and outcome["reason"] == "server_busy", outcome
+            assert outcome["status"] == 503 and outcome["retryAfter"] == retry_after, outcome
+            expected = await page.evaluate(
+                f"import('{server.base}/widget.js').then((m) => m.aboutWait({retry_after}))")
+            assert f"Please try again in {expected}." in outcome["message"], outcome
+            ended = await wait_ended(page, 5)
+            assert ended["reason"] == "server_busy" and ended["sessionId"] is None, ended
+            text = await widget_text(page)
+            assert "the line is full" in text and f"try again in {expected}" in text, text
+    status, page_ = await server.admin("GET", "/v1/sessions?status=active")
+    assert [s["id"] for s in page_["data"]] == [holder]  # nothing else was started
+    status, _ = await server.admin("DELETE", f"/v1/sessions/{holder}")
+    assert status == 200
