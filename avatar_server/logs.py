@@ -3,6 +3,10 @@
 ``RedactingFilter`` scrubs anything that looks like a credential (bearer values, admin
 tokens, client tokens, publishable keys, session keys, JWT-like strings) from every
 record, as a last line of defence; code also never passes them to a logger.
+
+``MalformedRequestFilter`` turns aiohttp's report of a request it could not parse (a garbage
+request line, a bad method, a broken header: the client's mistake, answered 400) from an
+ERROR with a traceback into one INFO line.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import logging
 import re
 import sys
 from contextvars import ContextVar
+
+from aiohttp.http_exceptions import BadHttpMessage
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -55,12 +61,43 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class MalformedRequestFilter(logging.Filter):
+    """On ``aiohttp.server``: a request aiohttp could not parse becomes one INFO line without a
+    traceback (aiohttp logs it as an ERROR with one, or at DEBUG for a bad method on a fresh
+    connection). The offending bytes are not repeated: only the parser's reason.
+
+    aiohttp's DEBUG report must reach the filter, so the logger is set to DEBUG; the filter then
+    drops every other record below the level its parent (``aiohttp``) would let through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadHttpMessage):
+            message = record.getMessage()
+            remote = message.rpartition(" from ")[2] if " from " in message else "?"
+            reason = next((line.strip() for line in str(exc.message).splitlines() if line.strip()), "")
+            record.msg = f"malformed HTTP request from {remote} answered 400: {reason.rstrip(':')[:200]}"
+            record.args = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return record.levelno >= logging.getLogger("aiohttp").getEffectiveLevel()
+
+
+def tame_malformed_requests() -> None:
+    """Install ``MalformedRequestFilter`` (idempotent)."""
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server.filters):
+        server.addFilter(MalformedRequestFilter())
+    server.setLevel(logging.DEBUG)
+
+
 _installed = False
 
 
 def install_redaction() -> None:
-    """Redact every log record at creation, whichever handler (or test capture) reads it."""
+    """Redact every log record at creation, whichever handler (or test capture) reads it.
+    Also tames aiohttp's malformed-request reports (``tame_malformed_requests``)."""
     global _installed
+    tame_malformed_requests()
     if _installed:
         return
     _installed = True

@@ -10,6 +10,7 @@ import pydantic
 from aiohttp import web
 
 from .. import appkeys as K
+from .. import jsonlimits
 from ..errors import BadRequest, RequestTimeout, ValidationFailed
 from ..models.common import validate_body
 
@@ -29,7 +30,9 @@ async def read_json(request: web.Request) -> Any:
     if not raw.strip():
         raise ValidationFailed("body: a JSON object is required", field="body")
     try:
-        return json.loads(raw)
+        return jsonlimits.loads(raw)
+    except jsonlimits.JsonLimitError as exc:  # too deep, a number too large, NaN/Infinity
+        raise BadRequest(f"body: {exc}", code="invalid_json", field="body") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise BadRequest("body: the request body is not valid JSON", code="invalid_json", field="body") from None
 

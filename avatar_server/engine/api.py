@@ -47,6 +47,7 @@ from typing import Any
 
 from aiohttp import web
 
+from avatar_server import jsonlimits
 from avatar_server.bearer import MalformedCredential, parse_bearer
 from avatar_server.engine.catalog import CatalogKnowledge, EngineCatalog
 from avatar_server.engine.catalog_api import add_catalog_routes
@@ -272,7 +273,9 @@ def _fault_response(rule: FaultRule) -> web.Response:
 
 async def _json_body(request: web.Request) -> Any:
     try:
-        return await request.json()
+        return await request.json(loads=jsonlimits.loads)
+    except jsonlimits.JsonLimitError as exc:  # too deep, a number too large, NaN/Infinity
+        raise EngineError(400, f"Invalid request body: {exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise EngineError(400, "Invalid request body: malformed JSON") from None
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_serializer
 
-from avatar_server.models.common import RequestBody, ResponseModel, Timestamp, Uuid4
+from avatar_server.models.common import NoControls, RequestBody, ResponseModel, TextControls, Timestamp, Uuid4
 
 VoicePreset = Literal[
     "victoria", "vincent", "clara", "drew", "skye", "max", "morgan", "felix", "mia", "marcus",
@@ -46,9 +46,9 @@ DOCUMENT_IDS_MAX = 50
 REFERENCE_IMAGE_MIN = 13
 REFERENCE_IMAGE_MAX = 5_242_880  # the longest accepted form (a data URI); URLs are shorter
 
-AvatarName = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
-Personality = Annotated[str, Field(min_length=1, max_length=PERSONALITY_MAX)]
-StartScript = Annotated[str, Field(max_length=START_SCRIPT_MAX)]
+AvatarName = Annotated[str, Field(min_length=1, max_length=NAME_MAX), NoControls]
+Personality = Annotated[str, Field(min_length=1, max_length=PERSONALITY_MAX), TextControls]
+StartScript = Annotated[str, Field(max_length=START_SCRIPT_MAX), TextControls]
 ReferenceImage = Annotated[str, Field(min_length=REFERENCE_IMAGE_MIN, max_length=REFERENCE_IMAGE_MAX)]
 ImageProcessing = Literal["optimize", "none"]
 DocumentIds = Annotated[list[Uuid4], Field(max_length=DOCUMENT_IDS_MAX)]

@@ -38,6 +38,25 @@ def _uuid4(value: str) -> str:
 Uuid4 = Annotated[str, AfterValidator(_uuid4)]
 """A UUID v4 as a string, normalised to lower case."""
 
+# Control characters: none at all in a name (one line: C0, DEL, C1); free text (a personality,
+# a start script, a document) may break lines and indent (tab, LF, CR) but holds no other C0.
+_NAME_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TEXT_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _refuse(pattern: re.Pattern[str], value: str, allowed: str) -> str:
+    found = pattern.search(value)
+    if found is not None:
+        raise ValueError(f"may not contain control characters{allowed} (found U+{ord(found.group()):04X})")
+    return value
+
+
+NoControls = AfterValidator(lambda value: _refuse(_NAME_CONTROLS, value, ""))
+"""For names and other one-line strings: no control character (NUL, line breaks, tabs, DEL, C1)."""
+
+TextControls = AfterValidator(lambda value: _refuse(_TEXT_CONTROLS, value, " other than tab and line breaks"))
+"""For free text: tabs and line breaks (LF, CR) allowed, NUL and the other C0 controls refused."""
+
 
 class RequestBody(BaseModel):
     """Base of request bodies: camelCase fields, unknown fields refused."""

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from avatar_server.models.common import RequestBody, ResponseModel, Timestamp
+from avatar_server.models.common import NoControls, RequestBody, ResponseModel, TextControls, Timestamp
 
 KNOWLEDGE_TOKEN_LIMIT = 50_000
 """Most tokens of knowledge one avatar may have linked (summed over its documents)."""
@@ -16,8 +16,8 @@ KNOWLEDGE_TOKEN_LIMIT = 50_000
 DOCUMENT_NAME_MAX = 255
 DOCUMENT_CONTENT_MAX = 200_000
 
-DocumentName = Annotated[str, Field(min_length=1, max_length=DOCUMENT_NAME_MAX)]
-DocumentContent = Annotated[str, Field(min_length=1, max_length=DOCUMENT_CONTENT_MAX)]
+DocumentName = Annotated[str, Field(min_length=1, max_length=DOCUMENT_NAME_MAX), NoControls]
+DocumentContent = Annotated[str, Field(min_length=1, max_length=DOCUMENT_CONTENT_MAX), TextControls]
 DocumentType = Literal["text", "file"]
 
 

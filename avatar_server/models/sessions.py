@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from avatar_server.models.common import NoControls, TextControls
+
 
 class SessionStatus(StrEnum):
     PROVISIONING = "PROVISIONING"
@@ -84,7 +86,7 @@ class _Body(BaseModel):
 
 class PresetAvatarRef(_Body):
     type: Literal["runway-preset"]
-    presetId: Annotated[str, Field(min_length=1, max_length=64)]
+    presetId: Annotated[str, Field(min_length=1, max_length=64), NoControls]
 
 
 class CustomAvatarRef(_Body):
@@ -98,24 +100,25 @@ AvatarRef = Annotated[PresetAvatarRef | CustomAvatarRef, Field(discriminator="ty
 class ToolParameter(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
-    description: Annotated[str, Field(min_length=1, max_length=1024)]
+    description: Annotated[str, Field(min_length=1, max_length=1024), TextControls]
     type: Literal["string", "integer", "number", "boolean"]
-    required: bool = True
-    enum: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=20)] | None = None
+    required: Annotated[bool, Field(strict=True)] = True
+    enum: Annotated[list[Annotated[str, Field(max_length=64), NoControls]], Field(max_length=20)] | None = None
 
 
 class Tool(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["client_event", "backend_rpc"]
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
-    description: Annotated[str, Field(min_length=1, max_length=1024)]
+    description: Annotated[str, Field(min_length=1, max_length=1024), TextControls]
     parameters: Annotated[list[ToolParameter], Field(max_length=20)] = []
 
 
 class SessionOptions(_Body):
-    maxDuration: Annotated[int, Field(ge=10, le=300)] | None = None
-    personality: Annotated[str, Field(min_length=1, max_length=10_000)] | None = None
-    startScript: Annotated[str, Field(min_length=1, max_length=2_000)] | None = None
+    # strict: a JSON integer only (not "20", not true, not 20.0)
+    maxDuration: Annotated[int, Field(ge=10, le=300, strict=True)] | None = None
+    personality: Annotated[str, Field(min_length=1, max_length=10_000), TextControls] | None = None
+    startScript: Annotated[str, Field(min_length=1, max_length=2_000), TextControls] | None = None
     tools: Annotated[list[Tool], Field(max_length=20)] | None = None
 
 
@@ -128,7 +131,7 @@ class SessionCreate(SessionOptions):
 class SessionConnect(SessionOptions):
     """Body of ``POST /v1/sessions/connect``: ``avatarId`` is a preset id or a custom avatar id."""
 
-    avatarId: Annotated[str, Field(min_length=1, max_length=64)]
+    avatarId: Annotated[str, Field(min_length=1, max_length=64), NoControls]
 
     @field_validator("avatarId")
     @classmethod

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, field_validator
 
 from avatar_server.models.avatars import SESSION_PRESETS
-from avatar_server.models.common import RequestBody, ResponseModel, Timestamp
+from avatar_server.models.common import NoControls, RequestBody, ResponseModel, Timestamp
 
 NAME_MAX = 100
 ORIGINS_MAX = 50
@@ -102,15 +102,16 @@ def normalize_avatar_id(value: str) -> str:
                      + ", ".join(SESSION_PRESETS))
 
 
-SiteName = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
+SiteName = Annotated[str, Field(min_length=1, max_length=NAME_MAX), NoControls]
 Origin = Annotated[str, Field(min_length=1, max_length=ORIGIN_MAX_LEN, examples=["https://www.example.com"]),
                    AfterValidator(_origin)]
 AvatarId = Annotated[str, Field(min_length=1, max_length=64, examples=["cooking-teacher"]),
                      AfterValidator(normalize_avatar_id)]
 AllowedOrigins = Annotated[list[Origin], Field(min_length=1, max_length=ORIGINS_MAX), AfterValidator(_unique)]
 AvatarIds = Annotated[list[AvatarId], Field(min_length=1, max_length=AVATAR_IDS_MAX), AfterValidator(_unique)]
-MaxConcurrent = Annotated[int, Field(ge=1, le=CONCURRENCY_MAX)]
-SiteMaxDuration = Annotated[int, Field(ge=10, le=300)]
+# strict: a JSON integer only (not "20", not true, not 20.0)
+MaxConcurrent = Annotated[int, Field(ge=1, le=CONCURRENCY_MAX, strict=True)]
+SiteMaxDuration = Annotated[int, Field(ge=10, le=300, strict=True)]
 
 
 class SiteCreate(RequestBody):

@@ -63,6 +63,7 @@ from avatar_server.errors import (
     UpstreamUnavailable,
 )
 from avatar_server.upstream.retry import (
+    CANCEL_RETRYABLE_STATUSES,
     CREATE_RETRYABLE_STATUSES,
     RETRYABLE_STATUSES,
     RetryBudget,
@@ -169,9 +170,12 @@ class UpstreamClient:
             raise _malformed("get", exc) from exc
 
     async def cancel_session(self, upstream_id: str) -> bool:
-        """DELETE the session: True if cancelled, False if the upstream says 404 (already gone)."""
+        """DELETE the session: True if cancelled, False if the upstream says 404 (already gone).
+
+        A cancel is idempotent, so it is retried on a 500 as well (``CANCEL_RETRYABLE_STATUSES``)."""
         try:
-            await self._send("DELETE", _session_path(upstream_id), op="cancel")
+            await self._send("DELETE", _session_path(upstream_id), op="cancel",
+                             retry_statuses=CANCEL_RETRYABLE_STATUSES)
         except NotFound:
             return False
         return True

@@ -24,6 +24,10 @@ from email.utils import parsedate_to_datetime
 # Answers after which the request may be sent again (idempotent operations).
 RETRYABLE_STATUSES: frozenset[int] = frozenset({408, 429, 502, 503, 504})
 
+# Cancelling a realtime session (DELETE) is idempotent: a 500 is retried too — a cancel that
+# happened already is simply confirmed by the next attempt. Reads keep RETRYABLE_STATUSES.
+CANCEL_RETRYABLE_STATUSES: frozenset[int] = RETRYABLE_STATUSES | {500}
+
 # Refusals only: the upstream certainly did not act on the request. 502/504
 # come from a gateway that may already have forwarded the request, so they
 # are not here (see client.py on non-idempotent operations).

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hmac
 import inspect
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from avatar_server import jsonlimits
 from avatar_server.bearer import MalformedCredential, parse_bearer
 from avatar_server.engine.media.manager import MediaManager
 from avatar_server.errors import AvatarServerError
@@ -116,8 +116,8 @@ def add_rtc_routes(
             if not token_ok(session, token):
                 return _error(401, "Invalid token")
             try:
-                body = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                body = await request.json(loads=jsonlimits.loads)
+            except (ValueError, UnicodeDecodeError):  # not JSON, or past jsonlimits' limits
                 return _error(400, "The body must be JSON {sdp, type}")
             media = session_media(session)
             answer = await request.app[manager_key].answer(
