@@ -241,7 +241,10 @@ class SessionService:
         return rec
 
     async def cancel_upstream(self, session_id: str, upstream_id: str) -> bool:
-        """Cancel upstream; on failure arm a ``cancel`` timer that retries until it succeeds."""
+        """Cancel upstream; on failure arm a ``cancel`` timer that retries until it succeeds.
+
+        Returns once the DELETE is done: the status read that records the final upstream status
+        and duration runs in the background (bounded), so a cancel never waits behind a slow read."""
         try:
             await self.upstream.cancel_session(upstream_id)
         except AvatarServerError as exc:
@@ -251,12 +254,33 @@ class SessionService:
             )
             await self.store.add_timer(f"cancel:{session_id}:{upstream_id}", time.time() + 2.0)
             return False
-        with contextlib.suppress(AvatarServerError):
-            state = await self.upstream.get_session(upstream_id)
+        except asyncio.CancelledError:
+            # cut short (a timer handler's time limit, shutdown): it may not have happened — retry it
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.add_timer(f"cancel:{session_id}:{upstream_id}", time.time() + 2.0))
+            raise
+        self.track(self._record_final_status(session_id, upstream_id))
+        return True
+
+    FINAL_READS = 4  # post-cancel status reads in flight at once: they never crowd out cancels
+    FINAL_READ_TIMEOUT = 5.0
+    _final_reads: asyncio.Semaphore | None = None
+
+    async def _record_final_status(self, session_id: str, upstream_id: str) -> None:
+        """Best effort: the upstream's status and billed duration after our cancel (dropped if slow)."""
+        if self._final_reads is None:
+            self._final_reads = asyncio.Semaphore(self.FINAL_READS)
+        try:
+            async with asyncio.timeout(self.FINAL_READ_TIMEOUT), self._final_reads:
+                state = await self.upstream.get_session(upstream_id)
             await self.store.set_fields(
                 session_id, {"upstreamStatus": state.status.value, "upstreamDuration": state.duration}
             )
-        return True
+        except (AvatarServerError, TimeoutError):
+            pass
+        except Exception as exc:  # e.g. Redis away: only a record detail is lost
+            log.warning("final upstream status not recorded: %s", type(exc).__name__,
+                        extra={"session_id": session_id, "upstream_id": upstream_id})
 
     async def end_for_upstream(self, rec: SessionRecord, status: str, *, duration: int | None, failure: str | None) -> None:
         reason = {

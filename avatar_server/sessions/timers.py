@@ -6,6 +6,16 @@ it, so exactly one instance handles it, and if that instance dies mid-way the ti
 due again. It is removed only once handled. The loop ticks every 100 ms, so a cap fires
 within ~0.1 s of ``endsAt`` and the upstream DELETE follows at once.
 
+No deadline waits for another session's upstream call: the loop only claims. Each claimed
+timer is handled on its own task (owned by the loop, cancelled in ``close()``), bounded by
+``HANDLER_TIMEOUT`` (shorter than the claim, so a timer is never handled twice at once; one
+cut short comes due again when its claim runs out). ``check`` handlers — the only ones that
+read upstream status — also take one of ``MAX_CHECKS`` slots, so a stalled upstream holds at
+most that many reads (and pooled connections) per instance, and the ends (``provision``,
+``ready``, ``cap``, ``abandon``), warnings and cancel retries never queue behind them. A
+claim takes at most ``CLAIM_LIMIT`` timers, earliest due first; one that comes back full is
+followed at once by another, so a backlog drains within a tick.
+
 | kind       | fires                               | does                                       |
 |------------|-------------------------------------|--------------------------------------------|
 | provision  | provision_timeout after create      | end ``provision_timeout``                  |
@@ -35,6 +45,10 @@ log = logging.getLogger("avatar_server.timers")
 
 TICK = 0.1
 CLAIM_LEASE = 30.0
+CLAIM_LIMIT = 100  # timers per claim; a full claim is followed at once by another
+HANDLER_TIMEOUT = 25.0  # < CLAIM_LEASE: a handler still running when its claim runs out is gone by then
+MAX_CHECKS = 16  # upstream status reads for `check` timers in flight at once, per instance
+CLOSE_GRACE = 2.0  # seconds close() lets in-flight ends finish before cancelling them
 SWEEP_EVERY = 15.0
 
 _END_KINDS = {
@@ -51,6 +65,10 @@ class TimerLoop:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._next_sweep = 0.0
+        self._sweep: asyncio.Task[int] | None = None
+        self._handlers: set[asyncio.Task[None]] = set()  # one per claimed timer being handled
+        self._checks: set[asyncio.Task[None]] = set()  # those of them that are `check`s
+        self._check_slots = asyncio.Semaphore(MAX_CHECKS)
         self.fired = 0
 
     def start(self) -> None:
@@ -74,25 +92,72 @@ class TimerLoop:
 
     async def tick(self) -> None:
         now = time.time()
-        if now >= self._next_sweep:
+        if now >= self._next_sweep and (self._sweep is None or self._sweep.done()):
             self._next_sweep = now + min(SWEEP_EVERY, self.svc.config.lease_seconds)
-            await self.svc.recover()
-        members = await self.svc.store.claim_due_timers(now, CLAIM_LEASE)
-        if members:
-            await asyncio.gather(*(self._fire(m, now + CLAIM_LEASE) for m in members))
+            # on its own task: however long the sweep takes, the claims below go on every tick
+            self._sweep = asyncio.create_task(self.svc.recover(), name="session-sweep")
+        await self.claim_due()
+        self._raise_sweep_failure()
+
+    def _raise_sweep_failure(self) -> None:
+        """A finished sweep's exception is raised from the tick (after its claims), as when it ran inline."""
+        sweep = self._sweep
+        if sweep is not None and sweep.done():
+            self._sweep = None
+            if not sweep.cancelled() and (exc := sweep.exception()) is not None:
+                raise exc
+
+    async def claim_due(self) -> int:
+        """Claim every due timer and start its handler; never waits for a handler. Returns how many."""
+        claimed = 0
+        while not self._closed:
+            now = time.time()
+            members = await self.svc.store.claim_due_timers(now, CLAIM_LEASE, CLAIM_LIMIT)
+            for member in members:
+                self._start(member, now + CLAIM_LEASE)
+            claimed += len(members)
+            if len(members) < CLAIM_LIMIT:
+                break  # nothing more is due; a full claim may have left some: claim again at once
+        return claimed
+
+    def _start(self, member: str, claimed_until: float) -> None:
+        if self._closed:
+            return  # stays claimed: another instance (or this one after a restart) fires it
+        task = asyncio.create_task(self._fire(member, claimed_until), name=f"timer-{member}")
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+        if member.startswith("check:"):
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
 
     async def _fire(self, member: str, claimed_until: float) -> None:
         kind, _, rest = member.partition(":")
         session_id, _, arg = rest.partition(":")
         try:
-            await self._handle(kind, session_id, arg)
+            async with asyncio.timeout(HANDLER_TIMEOUT):
+                if kind == "check":
+                    async with self._check_slots:  # only checks wait for these: ends never do
+                        await self._handle(kind, session_id, arg)
+                else:
+                    await self._handle(kind, session_id, arg)
         except NotFound:
             pass
         except AvatarServerError as exc:
             log.warning("timer %s failed: %s", kind, exc.code, extra={"session_id": session_id})
             return  # stays claimed: it comes due again after the claim lease
+        except TimeoutError:
+            log.warning("timer %s not handled within %.0f s; it comes due again", kind, HANDLER_TIMEOUT,
+                        extra={"session_id": session_id})
+            return
+        except Exception:
+            log.exception("timer %s failed", kind, extra={"session_id": session_id})
+            return
         self.fired += 1
-        await self.svc.store.finish_timer(member, claimed_until)
+        try:
+            await self.svc.store.finish_timer(member, claimed_until)
+        except Exception as exc:  # Redis away: it comes due again after the claim lease, and is a no-op then
+            log.warning("timer %s could not be marked done: %s", kind, type(exc).__name__,
+                        extra={"session_id": session_id})
 
     async def _handle(self, kind: str, session_id: str, arg: str) -> None:
         svc = self.svc
@@ -149,3 +214,18 @@ class TimerLoop:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._sweep is not None:
+            self._sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sweep
+        # status checks are only reads: cut them now; ends get a moment to finish their upstream
+        # cancel (one cut short arms a `cancel` retry timer, see SessionService.cancel_upstream)
+        for task in list(self._checks):
+            task.cancel()
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=CLOSE_GRACE)
+        pending = list(self._handlers)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=CLOSE_GRACE)
