@@ -23,6 +23,7 @@ from .api import (
     middlewares,
     openapi,
     pages,
+    room,
     security,
     sessions,
     signal,
@@ -33,19 +34,25 @@ from .engine.api import create_engine_app
 from .engine.config import EngineConfig
 from .knowledge.service import KnowledgeService, end_avatar_sessions
 from .logs import install_redaction, register_secret
+from .sessions.admission import Admission
+from .sessions.load import LoadMonitor
+from .sessions.room import WaitingRoom
 from .sessions.service import LifecycleConfig, SessionService
 from .sessions.timers import TimerLoop
 from .settings import Settings, load_or_create_admin_token
 from .signalling.broker import SignalBroker
-from .store.connection import open_redis
+from .store.budget import BudgetStore
+from .store.connection import open_redis, pool_in_use
 from .store.demo import DemoSiteRef
 from .store.engine_catalog import EngineCatalogStore
 from .store.events import EventBus
 from .store.knowledge import KnowledgeLock, KnowledgeStore
 from .store.ratelimit import RateLimiter
+from .store.room import RoomStore
 from .store.sessions import SessionStore
 from .store.sites import SiteStore
 from .upstream import UpstreamClient
+from .upstream.budget import RequestBudget
 
 log = logging.getLogger("avatar_server")
 
@@ -92,6 +99,7 @@ def create_app(settings: Settings, *, engine_config: EngineConfig | None = None)
 
     app.add_routes(health.routes)
     app.add_routes(sessions.routes)
+    app.add_routes(room.routes)
     app.add_routes(signal.routes)
     app.add_routes(sites.routes)
     app.add_routes(avatars.routes)
@@ -136,10 +144,19 @@ async def _demo_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
-    base, key = upstream_target(app[K.SETTINGS], app[K.ADMIN_TOKEN])
-    client = UpstreamClient(base_url=base, api_secret=key, read_timeout=app[K.SETTINGS].upstream_timeout)
+    """The upstream client, behind the deployment's request budget (shared through Redis)."""
+    s = app[K.SETTINGS]
+    base, key = upstream_target(s, app[K.ADMIN_TOKEN])
+    budget = RequestBudget(BudgetStore(app[K.REDIS].client).take, s.upstream_max_rps)
+    client = UpstreamClient(
+        base_url=base, api_secret=key, read_timeout=s.upstream_timeout, gate=budget.acquire,
+        # enough connections for a second of the budget in flight, bounded
+        max_connections=max(20, min(400, 2 * s.upstream_max_rps)),
+    )
+    app[K.BUDGET] = budget
     app[K.UPSTREAM] = client
     yield
+    budget.close()
     await client.close()
 
 
@@ -153,10 +170,21 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[K.SETTINGS]
+    redis = app[K.REDIS].client
+    store = SessionStore(redis)
+    room = WaitingRoom(RoomStore(redis), configured_limit=s.upstream_concurrency, size=s.waiting_room_size,
+                       cap_seconds=s.cap_seconds, enabled=s.waiting_room, ends_of=store.ends_of)
+    upstream = app[K.UPSTREAM]
+    load = LoadMonitor(max_lag=s.overload_lag, pools={
+        "redis": lambda: pool_in_use(redis),
+        "upstream": lambda: upstream.in_flight / upstream.max_connections,
+    })
     service = SessionService(
-        store=SessionStore(app[K.REDIS].client),
+        store=store,
         bus=app[K.BUS],
-        upstream=app[K.UPSTREAM],
+        upstream=upstream,
+        room=room,
+        budget=app[K.BUDGET],
         config=LifecycleConfig(
             cap_seconds=s.cap_seconds,
             provision_timeout=s.provision_timeout,
@@ -170,11 +198,15 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     app[K.SESSIONS] = service
     app[K.TIMERS] = timers
     app[K.BROKER] = SignalBroker(service, ice_servers=s.ice_servers)
+    app[K.LOAD] = load
+    load.start()
     timers.start()
     service.reconciler.start()  # the create journal's sweep (sessions.reconcile)
     yield
     await timers.close()
     await service.close()
+    await room.close()
+    await load.close()
 
 
 async def _knowledge_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -189,7 +221,8 @@ async def _knowledge_ctx(app: web.Application) -> AsyncIterator[None]:
         end_sessions=lambda avatar_id: end_avatar_sessions(sessions, avatar_id),
     )
     app[K.KNOWLEDGE] = service
-    sessions.avatar_check = service.check_session_avatar
+    app[K.ADMISSION] = Admission(sessions=sessions, sites=app[K.SITES], load=app[K.LOAD],
+                                 avatar_check=service.check_session_avatar)
     yield
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from .knowledge.service import KnowledgeService
+from .sessions.admission import Admission
+from .sessions.load import LoadMonitor
 from .sessions.service import SessionService
 from .sessions.timers import TimerLoop
 from .settings import Settings
@@ -15,6 +17,7 @@ from .store.events import EventBus
 from .store.ratelimit import RateLimiter
 from .store.sites import SiteStore
 from .upstream import UpstreamClient
+from .upstream.budget import RequestBudget
 
 SETTINGS = web.AppKey("settings", Settings)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
@@ -29,3 +32,6 @@ SITES = web.AppKey("sites", SiteStore)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 DEMO = web.AppKey("demo", DemoSiteRef)
 KNOWLEDGE = web.AppKey("knowledge", KnowledgeService)
+ADMISSION = web.AppKey("admission", Admission)
+LOAD = web.AppKey("load", LoadMonitor)
+BUDGET = web.AppKey("budget", RequestBudget)

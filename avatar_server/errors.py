@@ -15,6 +15,7 @@ headers such as ``Retry-After``). Nothing else turns exceptions into responses.
     ├── PayloadTooLarge               413 payload_too_large
     ├── LimitExceeded                 429 rate_limited (Retry-After)
     ├── StoreUnavailable              503 store_unavailable (Retry-After; Redis does not answer)
+    ├── ServerBusy                    503 server_busy (Retry-After): refused before admission
     └── UpstreamError                 502 upstream_error
         ├── UpstreamStatusError       502 upstream_status (upstreamStatus=...)
         ├── UpstreamUnavailable       503 upstream_unavailable
@@ -113,6 +114,20 @@ class LimitExceeded(AvatarServerError):
         headers = dict(kw.pop("headers", None) or {})
         if retry_after is not None:
             headers.setdefault("Retry-After", str(max(1, int(retry_after + 0.999))))
+        super().__init__(message, headers=headers, **kw)
+        self.retry_after = retry_after
+
+
+class ServerBusy(AvatarServerError):
+    """A start refused at once (the waiting room is full, or this instance is overloaded):
+    nothing was admitted, so nothing is later failed for load."""
+
+    status = 503
+    code = "server_busy"
+
+    def __init__(self, message: str, *, retry_after: float, **kw: Any) -> None:
+        headers = dict(kw.pop("headers", None) or {})
+        headers.setdefault("Retry-After", str(max(1, int(retry_after + 0.999))))
         super().__init__(message, headers=headers, **kw)
         self.retry_after = retry_after
 

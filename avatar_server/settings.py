@@ -132,6 +132,16 @@ class Settings:
     # ICE servers a browser uses for ``webrtc`` credentials (the local engine's transport); the same
     # AVATAR_ENGINE_ICE_SERVERS list the engine's peer uses. Empty: host candidates only.
     ice_servers: tuple[dict[str, Any], ...] = ()
+    # Load (docs/architecture.md, "The waiting room and the request budget"): the most upstream
+    # sessions alive at once (0: unknown, learned from the upstream's first queued answer), the
+    # most upstream requests per second (all instances together), the most starts waiting.
+    upstream_concurrency: int = 0
+    upstream_max_rps: int = 50
+    waiting_room_size: int = 1000
+    # off: no slots are counted and nothing waits (every start goes straight upstream)
+    waiting_room: bool = True
+    # This instance refuses starts (503 server_busy) while its event loop lags more than this.
+    overload_lag: float = 0.5
 
     @property
     def engine_mode(self) -> bool:
@@ -184,6 +194,11 @@ class Settings:
             ice_servers=tuple(parse_ice_servers(env["AVATAR_ENGINE_ICE_SERVERS"]))
             if env.get("AVATAR_ENGINE_ICE_SERVERS") else (),
             demo=_bool(env, "AVATAR_SERVER_DEMO", default=secret is None),
+            upstream_concurrency=_int(env, "AVATAR_SERVER_UPSTREAM_CONCURRENCY", 0, 0, 100_000),
+            upstream_max_rps=_int(env, "AVATAR_SERVER_UPSTREAM_MAX_RPS", 50, 1, 100_000),
+            waiting_room_size=_int(env, "AVATAR_SERVER_WAITING_ROOM_SIZE", 1000, 0, 1_000_000),
+            waiting_room=_bool(env, "AVATAR_SERVER_WAITING_ROOM", default=True),
+            overload_lag=_float(env, "AVATAR_SERVER_OVERLOAD_LAG_SECONDS", 0.5, 0.05, 60.0),
         )
 
 

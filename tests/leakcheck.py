@@ -138,8 +138,8 @@ def leak_guard(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
     real_read = aiohttp.ClientResponse.read
     real_receive = aiohttp.ClientWebSocketResponse.receive
 
-    async def get_session(self: UpstreamClient, upstream_id: str) -> Any:
-        state = await real_get(self, upstream_id)
+    async def get_session(self: UpstreamClient, upstream_id: str, **kw: Any) -> Any:
+        state = await real_get(self, upstream_id, **kw)
         guard.add_secret(state.sessionKey)
         return state
 

@@ -34,6 +34,7 @@ from ..models.session_views import (
     SessionCreated,
     SessionPage,
     SessionView,
+    WaitingRoomView,
 )
 from ..models.sessions import SessionConnect, SessionCreate
 from ..models.sites import Site, SiteCreate, SitePage, SitePatch
@@ -112,8 +113,11 @@ register(
     Operation("GET", "/openapi.json", "This document", "health", (), responses={200: None}),
     Operation("POST", "/v1/sessions", "Start a session (answers at once; provisions in the background)", "sessions",
               ("admin", "publishableKey"), SessionCreate, {201: SessionCreated},
-              (400, 401, 403, 404, 409, 413, 422, 429, 502),
-              description="With a publishable key: only from an Origin in the site's allowedOrigins, for an "
+              (400, 401, 403, 404, 409, 413, 422, 429, 502, 503),
+              description="503 server_busy (with Retry-After) when the waiting room is full or the instance is "
+                          "overloaded: nothing was admitted. With AVATAR_SERVER_UPSTREAM_CONCURRENCY reached, the "
+                          "start waits in the waiting room (status PROVISIONING, queued, position, etaSeconds). "
+                          "With a publishable key: only from an Origin in the site's allowedOrigins, for an "
                           "avatar in its avatarIds, below its maxConcurrentSessions (429 concurrency_limit with "
                           "limit and active) and the per-visitor rate limit (429 rate_limited). A custom "
                           "avatar must exist (404 avatar_not_found) and be READY (409 avatar_not_ready)."),
@@ -134,6 +138,8 @@ register(
                            required=True),),
               description="Server → client: status, credentials, warning (remainingSeconds), ended (reason), "
                           "pong, error. Client → server: end, ping (JSON text frames ≤ 1 KB, ≤ 30 per 10 s)."),
+    Operation("GET", "/v1/waiting-room", "The waiting room (per site), the upstream slots and the request budget",
+              "sessions", responses={200: WaitingRoomView}, errors=ADMIN_ERRORS),
     Operation("POST", "/v1/sites", "Create a site (returns its publishable key)", "sites", body=SiteCreate,
               responses={201: Site}, errors=(400, *ADMIN_ERRORS, 413, 422)),
     Operation("GET", "/v1/sites", "List sites, oldest first", "sites", responses={200: SitePage},

@@ -8,7 +8,7 @@ import math
 
 from aiohttp import web
 
-from ..appkeys import SESSIONS, SETTINGS
+from ..appkeys import ADMISSION, SESSIONS, SETTINGS
 from ..errors import ValidationFailed
 from ..models.sessions import EndReason, SessionConnect, SessionCreate, iso
 from ..sessions.service import SessionService
@@ -29,7 +29,7 @@ def signal_url(request: web.Request, session_id: str) -> str:
 async def create_session(request: web.Request) -> web.Response:
     who = await admission.authenticate_starter(request)
     req = await bodies.parse(request, SessionCreate)
-    rec, client_token = await admission.start(request, who, req)
+    rec, client_token = await request.app[ADMISSION].start(who, req)
     return web.json_response(
         {
             "id": rec.id,
@@ -47,7 +47,7 @@ async def create_session(request: web.Request) -> web.Response:
 async def connect_session(request: web.Request) -> web.Response:
     who = await admission.authenticate_starter(request)
     req = (await bodies.parse(request, SessionConnect)).to_create()
-    rec, client_token = await admission.start(request, who, req)
+    rec, client_token = await request.app[ADMISSION].start(who, req, avatar_field="avatarId")
     svc: SessionService = request.app[SESSIONS]
     try:
         await svc.wait_ready(rec.id, svc.config.provision_timeout + 5)
@@ -76,8 +76,8 @@ async def connect_session(request: web.Request) -> web.Response:
 async def get_session(request: web.Request) -> web.Response:
     sid = path_id(request, "id", "session")
     await session_principal(request, sid)
-    rec = await request.app[SESSIONS].get(sid)
-    return web.json_response(rec.public())
+    svc = request.app[SESSIONS]
+    return web.json_response(await svc.public(await svc.get(sid)))
 
 
 @routes.delete("/v1/sessions/{id}")
@@ -105,12 +105,11 @@ async def list_sessions(request: web.Request) -> web.Response:
             cursor = math.nan
         if not math.isfinite(cursor):
             raise ValidationFailed("cursor is not valid", field="cursor")
-    records, next_cursor = await request.app[SESSIONS].store.list(
-        active=status == "active", limit=limit, cursor=cursor
-    )
+    svc = request.app[SESSIONS]
+    records, next_cursor = await svc.store.list(active=status == "active", limit=limit, cursor=cursor)
     return web.json_response(
         {
-            "data": [r.public() for r in records],
+            "data": [await svc.public(r) for r in records],
             "hasMore": next_cursor is not None,
             "nextCursor": None if next_cursor is None else f"{next_cursor:.0f}",
         }

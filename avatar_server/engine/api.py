@@ -29,7 +29,8 @@ Control routes (api key only), for tests, demos and benchmarks:
     PATCH  /_control/config      {"provisioningDelay", "avatarProcessingDelay", "concurrencyLimit", "readyTtl",
                                   "connectGrace", "maxDurationLimit"} (all optional; validated before any applies)
     GET    /_control/sessions    [{id, status, queued, consumed, createdAt, endedAt, readyAt(epoch|null)}]
-    GET    /_control/stats       {requests: {op: n}, faultsInjected: {op: n}, pendingRules, sessions, active, queued}
+    GET    /_control/stats       {requests: {op: n}, faultsInjected: {op: n}, pendingRules, sessions, active, queued,
+                                  alive, peakAlive (most not terminal at once), peakPerSecond (most requests in a second)}
     DELETE /_control/stats       reset the counters (204)
 """
 
@@ -468,12 +469,16 @@ async def get_stats(request: web.Request) -> web.StreamResponse:
     stats["sessions"] = dict(Counter(s.status.value for s in state.sessions.values()))
     stats["active"] = state.active_count()
     stats["queued"] = sum(1 for s in state.sessions.values() if s.queued)
+    stats["alive"] = state.alive
+    stats["peakAlive"] = state.peak_alive
     return web.json_response(stats)
 
 
 async def reset_stats(request: web.Request) -> web.StreamResponse:
     _require_api_key(request)
     request.app[ENGINE_FAULTS].reset_stats()
+    state = request.app[ENGINE_STATE]
+    state.peak_alive = state.alive
     return web.Response(status=204)
 
 

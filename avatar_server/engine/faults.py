@@ -23,7 +23,8 @@ first matching rule (its own op, or ``any``), FIFO, and spends one of its
 from __future__ import annotations
 
 import math
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -99,6 +100,7 @@ class FaultInjector:
         self.rules: list[FaultRule] = []
         self.requests: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
+        self.times: deque[float] = deque(maxlen=100_000)  # monotonic time of each request
 
     def add(self, rules: list[FaultRule]) -> None:
         self.rules.extend(rules)
@@ -109,6 +111,16 @@ class FaultInjector:
     def count(self, op: str) -> None:
         """Record one request of ``op`` (every request, including refused ones)."""
         self.requests[op] += 1
+        self.times.append(time.monotonic())
+
+    def peak_per_second(self) -> int:
+        """The most requests in any one-second window (sliding) since the counters were reset."""
+        ts, peak, lo = list(self.times), 0, 0
+        for hi, t in enumerate(ts):
+            while t - ts[lo] >= 1.0:
+                lo += 1
+            peak = max(peak, hi - lo + 1)
+        return peak
 
     def take(self, op: str) -> FaultRule | None:
         """Spend the first rule that applies to ``op``, if any."""
@@ -124,12 +136,14 @@ class FaultInjector:
     def reset_stats(self) -> None:
         self.requests.clear()
         self.injected.clear()
+        self.times.clear()
 
     def stats(self) -> dict[str, Any]:
         return {
             "requests": {op: self.requests[op] for op in (*OPS, *OTHER_OPS)},
             "faultsInjected": {op: self.injected[op] for op in (*OPS, *OTHER_OPS)},
             "pendingRules": len(self.rules),
+            "peakPerSecond": self.peak_per_second(),
         }
 
 

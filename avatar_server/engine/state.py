@@ -147,6 +147,8 @@ class EngineState:
         self._listeners: list[Listener] = []
         self._fail_next: deque[tuple[str, str]] = deque()
         self._closed = False
+        self.alive = 0  # sessions not terminal (created, not yet ended)
+        self.peak_alive = 0  # the most alive at once since the stats were reset
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -194,6 +196,8 @@ class EngineState:
             planned_failure=self._fail_next.popleft() if self._fail_next else None,
         )
         self.sessions[session.id] = session
+        self.alive += 1
+        self.peak_alive = max(self.peak_alive, self.alive)
         limit = self.config.concurrency_limit
         if limit is not None and (self._queue or self.active_count() - 1 >= limit):
             session.queued = True
@@ -363,6 +367,7 @@ class EngineState:
         session.status = new
         self._cancel_timer(session.id)
         if new.terminal:
+            self.alive -= 1
             session.ended_at = now
             if session.queued:
                 session.queued = False

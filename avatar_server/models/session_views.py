@@ -59,6 +59,8 @@ class SessionView(BaseModel):
     upstreamStatus: str | None
     upstreamDuration: int | None
     siteId: str | None
+    position: int | None = Field(None, description="while it waits in the waiting room: 1 = next")
+    etaSeconds: float | None = Field(None, description="while it waits: the expected wait, from measured service times")
 
 
 class SessionPage(BaseModel):
@@ -93,3 +95,28 @@ class Readiness(BaseModel):
     status: Literal["ok", "unavailable"]
     redis: bool
     upstream: bool
+
+
+class WaitingLane(BaseModel):
+    siteId: str | None = Field(description="the site; null for the admin lane")
+    waiting: int
+
+
+class BudgetView(BaseModel):
+    maxRps: int
+    usedLastSecond: int = Field(description="upstream requests in the last second, all instances")
+    waitingHere: int = Field(description="requests of this instance waiting for a token now")
+
+
+class WaitingRoomView(BaseModel):
+    """``GET /v1/waiting-room``: the room, the upstream slots and the request budget now."""
+
+    waiting: int
+    size: int = Field(description="AVATAR_SERVER_WAITING_ROOM_SIZE")
+    upstreamAlive: int = Field(description="upstream sessions held (created or being created, not terminal)")
+    upstreamLimit: int | None = Field(description="the concurrency in force; null while none is known")
+    limitLearned: bool = Field(description="the limit was learned from the upstream's first queued answer")
+    etaPerPlaceSeconds: float = Field(description="measured time between starts served from the room")
+    lanes: list[WaitingLane]
+    budget: BudgetView
+    busy: str | None = Field(description="why this instance refuses starts now (server_busy), if it does")

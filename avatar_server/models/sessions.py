@@ -53,6 +53,7 @@ class EndReason(StrEnum):
     PROVISION_TIMEOUT = "provision_timeout"
     READY_TIMEOUT = "ready_timeout"
     ABANDONED = "abandoned"
+    QUEUE_TIMEOUT = "queue_timeout"
     ERROR = "error"
 
 
@@ -66,6 +67,7 @@ END_MESSAGES: dict[EndReason, str] = {
     EndReason.PROVISION_TIMEOUT: "The avatar service did not get ready in time. Please try again.",
     EndReason.READY_TIMEOUT: "The session was ready but nobody joined it in time.",
     EndReason.ABANDONED: "The connection to the session was lost.",
+    EndReason.QUEUE_TIMEOUT: "Too many people are talking to the avatar right now, and the wait ran out. Please try again later.",
     EndReason.ERROR: "The session could not be started because of an error.",
 }
 
@@ -177,10 +179,17 @@ class SessionRecord(BaseModel):
     upstreamDuration: int | None = None
     siteId: str | None = None
     origin: str | None = None
+    # waiting in the server's waiting room (not yet created upstream); ``queued`` is true meanwhile
+    inRoom: bool = False
+    # when the upstream create was sent (a create in flight on an instance that died is unresolved)
+    createSentAt: float | None = None
 
-    def public(self) -> dict[str, Any]:
-        """The record as ``GET /v1/sessions/{id}`` shows it: never a secret or credential."""
-        return {
+    def public(self, waiting: tuple[int, float | None] | None = None) -> dict[str, Any]:
+        """The record as ``GET /v1/sessions/{id}`` shows it: never a secret or credential.
+
+        ``waiting``: (position, etaSeconds) while it waits in the waiting room."""
+        position, eta = waiting if waiting is not None else (None, None)
+        return {"position": position, "etaSeconds": eta} | {
             "id": self.id,
             "status": self.status.value,
             "queued": self.queued,

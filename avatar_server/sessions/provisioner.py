@@ -1,9 +1,17 @@
-"""Provisioning one session: create upstream, poll until READY, consume exactly once.
+"""Provisioning: create upstream, watch until READY, consume exactly once.
 
-Runs as a task owned by ``SessionService`` while this instance holds the session's
-lease in Redis (renewed as it polls). If the instance dies, the lease expires and
-another instance (or this one after a restart) resumes polling; the ``provision``
-timer ends the session regardless if READY never comes.
+A session's provisioning is a few short steps, not a task that lives for its whole wait:
+
+1. **create** — a task that sends ``POST /v1/realtime_sessions`` (once its upstream slot is
+   held: see ``sessions.room``) and records the upstream id;
+2. **watch** — the instance's ``PollScheduler`` polls it within the request budget
+   (``sessions.poller``); ``on_answer`` here decides what each answer means;
+3. **finish** — on READY, a task consumes the credentials (once, guarded in Redis) and moves
+   the session to READY.
+
+The instance holds the session's lease in Redis meanwhile (the scheduler renews it). If the
+instance dies, the lease expires and another instance (or this one after a restart) resumes
+the watch; the ``provision`` timer ends the session regardless if READY never comes.
 """
 
 from __future__ import annotations
@@ -16,16 +24,13 @@ from typing import TYPE_CHECKING, Any
 from ..errors import AvatarServerError, NotFound, UpstreamAmbiguous
 from ..models.sessions import Credentials, EndReason, SessionRecord, SessionStatus
 from ..store.sessions import TransitionRefused
-from ..upstream.wire import UpstreamStatus
-from .polling import MIN_SAMPLES, PollPlan
+from ..upstream.wire import UpstreamSession, UpstreamStatus
+from .poller import PollScheduler, Watch
 
 if TYPE_CHECKING:
     from .service import SessionService
 
 log = logging.getLogger("avatar_server.provisioner")
-
-SAMPLES_TTL = 10.0  # seconds a process reuses the learned samples before re-reading them
-SAMPLES_KEEP = 200
 
 
 def upstream_body(rec: SessionRecord) -> dict[str, Any]:
@@ -42,25 +47,26 @@ def upstream_body(rec: SessionRecord) -> dict[str, Any]:
 class Provisioner:
     def __init__(self, service: SessionService) -> None:
         self.svc = service
-        self._samples: list[float] = []
-        self._samples_at = 0.0
+        self.poller = PollScheduler(
+            upstream=service.upstream,
+            store=service.store,
+            budget=service.budget,
+            instance_id=service.instance_id,
+            lease_seconds=service.config.lease_seconds,
+            on_answer=self.on_answer,
+        )
 
-    async def plan(self) -> PollPlan:
-        stale = time.monotonic() - self._samples_at > SAMPLES_TTL
-        if stale or len(self._samples) < MIN_SAMPLES:
-            self._samples = await self.svc.store.provision_samples()
-            self._samples_at = time.monotonic()
-        return PollPlan.learn(self._samples)
+    def start(self, rec: SessionRecord) -> None:
+        """Provision ``rec`` (this instance holds its lease): create it, or resume its watch."""
+        if rec.upstreamId is not None:
+            self.poller.watch(rec, rec.upstreamId)
+        else:
+            self.svc.spawn(rec.id, self._guarded(rec, self._create_then_watch(rec)))
 
-    async def learn(self, seconds: float) -> None:
-        """Record a provisioning time (shared in Redis; this process's copy updated at once)."""
-        await self.svc.store.add_provision_sample(seconds)
-        self._samples = [seconds, *self._samples][:SAMPLES_KEEP]
-
-    async def run(self, rec: SessionRecord) -> None:
+    async def _guarded(self, rec: SessionRecord, step: Any) -> None:
         svc = self.svc
         try:
-            await self._run(rec)
+            await step
         except asyncio.CancelledError:
             raise
         except AvatarServerError as exc:
@@ -69,32 +75,102 @@ class Provisioner:
         except Exception:
             log.exception("provisioning crashed", extra={"session_id": rec.id})
             await svc.end(rec.id, EndReason.ERROR, "internal error while provisioning")
-        finally:
-            await svc.store.release_lease(rec.id, svc.instance_id)
 
-    async def _run(self, rec: SessionRecord) -> None:
+    # --- 1. create ---------------------------------------------------------------------
+    async def _create_then_watch(self, rec: SessionRecord) -> None:
         svc = self.svc
-        upstream_id = rec.upstreamId
-        if upstream_id is None:
-            try:
-                upstream_id = await self._create(rec)
-            except UpstreamAmbiguous as exc:
-                # reconcile: a unique unowned match is adopted (its id stored), the rest cancelled
-                adopted = await svc.reconciler.after_ambiguous(rec)
-                if adopted is None:
-                    await svc.end(rec.id, EndReason.ERROR, exc.message)
-                    return
-                upstream_id = adopted
-            current = await svc.store.get(rec.id)
-            if current is None or current.status is SessionStatus.ENDED:
-                # ended while the create was in flight: the upstream session must not live on
-                await svc.cancel_upstream(rec.id, upstream_id)
-                return
-            rec = current
-        ready = await self._poll_until_ready(rec, upstream_id)
-        if ready is None:
+        current = await svc.store.get(rec.id)
+        if current is None or current.status is SessionStatus.ENDED:
+            await svc.free_slot(rec.id)  # ended before its create left: nothing exists upstream
             return
-        session_key, provisioned = ready
+        try:
+            upstream_id = await self._create(current)
+        except UpstreamAmbiguous as exc:
+            # reconcile: a unique unowned match is adopted (its id stored), the rest cancelled
+            adopted = await svc.reconciler.after_ambiguous(current)
+            if adopted is None:
+                await svc.end(rec.id, EndReason.ERROR, exc.message)
+                return
+            upstream_id = adopted
+        except AvatarServerError:
+            await svc.free_slot(rec.id)  # refused upstream: nothing was created
+            raise
+        current = await svc.store.get(rec.id)
+        if current is None or current.status is SessionStatus.ENDED:
+            # ended while the create was in flight: the upstream session must not live on
+            await svc.cancel_upstream(rec.id, upstream_id)
+            return
+        self.poller.watch(current, upstream_id)
+
+    async def _create(self, rec: SessionRecord) -> str:
+        """Create upstream. If this task is cancelled meanwhile (the session ended), the create
+        still completes in a task the service owns, and its result is cancelled upstream."""
+        svc = self.svc
+        create = asyncio.ensure_future(self._create_and_record(rec))
+        try:
+            return await asyncio.shield(create)
+        except asyncio.CancelledError:
+            svc.track(self._cancel_when_created(rec.id, create))
+            raise
+
+    async def _create_and_record(self, rec: SessionRecord) -> str:
+        await self.svc.store.set_fields(rec.id, {"createSentAt": time.time()})
+        # journalled first; crossed out once the id is stored (see sessions.reconcile)
+        async with self.svc.reconciler.journal_create(rec):
+            upstream_id = await self.svc.upstream.create_session(upstream_body(rec))
+            await self.svc.store.set_fields(rec.id, {"upstreamId": upstream_id})
+        return upstream_id
+
+    async def _cancel_when_created(self, session_id: str, create: asyncio.Future[str]) -> None:
+        try:
+            upstream_id = await create
+        except AvatarServerError:
+            await self.svc.free_slot(session_id)
+            return
+        await self.svc.cancel_upstream(session_id, upstream_id)
+
+    # --- 2. watch ----------------------------------------------------------------------
+    async def on_answer(self, w: Watch, answer: UpstreamSession | AvatarServerError) -> bool:
+        """One poll's answer for ``w``: True to keep watching."""
+        svc = self.svc
+        rec = w.record
+        if isinstance(answer, NotFound):
+            await svc.end(rec.id, EndReason.UPSTREAM_CANCELLED, "the upstream session disappeared")
+            return False
+        if isinstance(answer, AvatarServerError):
+            # retries are exhausted for this poll; keep trying until the provision deadline ends us
+            log.warning("poll failed; retrying", extra={"session_id": rec.id, "error": answer.code})
+            return True
+        state = answer
+        if state.status is UpstreamStatus.READY and state.sessionKey:
+            provisioned = time.monotonic() - w.started
+            svc.spawn(rec.id, self._guarded(rec, self._finish(rec, w.upstream_id, state.sessionKey, provisioned)))
+            return False
+        if state.status is not UpstreamStatus.NOT_READY:
+            if state.status is UpstreamStatus.RUNNING:
+                await svc.end(rec.id, EndReason.ERROR, "the upstream session was consumed by someone else")
+            else:
+                await svc.end_for_upstream(rec, state.status.value, duration=state.duration, failure=state.failure)
+            return False
+        queued = bool(state.queued)
+        if queued != w.queued:
+            w.queued = queued
+            if not queued:
+                w.started = time.monotonic()  # learned times count from dequeue
+                w.last_poll = 0.0
+                w.after_window = 0
+            else:
+                await svc.room.upstream_queued()
+            await svc.store.set_fields(rec.id, {"queued": queued})
+            fresh = await svc.store.get(rec.id)
+            if fresh is None or fresh.status is SessionStatus.ENDED:
+                return False
+            await svc.publish_status(fresh)
+        return True
+
+    # --- 3. finish ---------------------------------------------------------------------
+    async def _finish(self, rec: SessionRecord, upstream_id: str, session_key: str, provisioned: float) -> None:
+        svc = self.svc
         if not await svc.store.claim_consume(rec.id):
             log.warning("credentials already consumed elsewhere", extra={"session_id": rec.id})
             return
@@ -116,81 +192,15 @@ class Provisioner:
             await svc.store.drop_credentials(rec.id)
             await svc.cancel_upstream(rec.id, upstream_id)
             return
-        await self.learn(provisioned)
+        finally:
+            await svc.store.release_lease(rec.id, svc.instance_id)
+        await self.poller.learn(provisioned)
         rec = await svc.get(rec.id)
         log.info("session ready", extra={"session_id": rec.id, "provision_seconds": round(provisioned, 3)})
         await svc.publish_status(rec)
 
-    async def _create(self, rec: SessionRecord) -> str:
-        """Create upstream. If this task is cancelled meanwhile (the session ended), the create
-        still completes in a task the service owns, and its result is cancelled upstream."""
-        svc = self.svc
-        create = asyncio.ensure_future(self._create_and_record(rec))
-        try:
-            return await asyncio.shield(create)
-        except asyncio.CancelledError:
-            svc.track(self._cancel_when_created(rec.id, create))
-            raise
+    def drop(self, session_id: str) -> None:
+        self.poller.drop(session_id)
 
-    async def _create_and_record(self, rec: SessionRecord) -> str:
-        # journalled first; crossed out once the id is stored (see sessions.reconcile)
-        async with self.svc.reconciler.journal_create(rec):
-            upstream_id = await self.svc.upstream.create_session(upstream_body(rec))
-            await self.svc.store.set_fields(rec.id, {"upstreamId": upstream_id})
-        return upstream_id
-
-    async def _cancel_when_created(self, session_id: str, create: asyncio.Future[str]) -> None:
-        try:
-            upstream_id = await create
-        except AvatarServerError:
-            return
-        await self.svc.cancel_upstream(session_id, upstream_id)
-
-    async def _poll_until_ready(self, rec: SessionRecord, upstream_id: str) -> tuple[str, float] | None:
-        """Poll until READY; returns (sessionKey, seconds from dequeue to READY), or None if it ended."""
-        svc = self.svc
-        plan = await self.plan()
-        started = time.monotonic()
-        queued = rec.queued
-        after_window = 0
-        last_renew = time.monotonic()
-        while True:
-            try:
-                state = await svc.upstream.get_session(upstream_id)
-            except NotFound:
-                await svc.end(rec.id, EndReason.UPSTREAM_CANCELLED, "the upstream session disappeared")
-                return None
-            except AvatarServerError as exc:
-                # retries are exhausted for this poll; keep trying until the provision deadline ends us
-                log.warning("poll failed; retrying", extra={"session_id": rec.id, "error": exc.code})
-                await asyncio.sleep(1.0)
-                continue
-            if state.status is UpstreamStatus.READY and state.sessionKey:
-                return state.sessionKey, time.monotonic() - started
-            if state.status is not UpstreamStatus.NOT_READY:
-                if state.status is UpstreamStatus.RUNNING:
-                    await svc.end(rec.id, EndReason.ERROR, "the upstream session was consumed by someone else")
-                else:
-                    await svc.end_for_upstream(
-                        rec, state.status.value, duration=state.duration, failure=state.failure
-                    )
-                return None
-            now_queued = bool(state.queued)
-            if now_queued != queued:
-                queued = now_queued
-                if not queued:
-                    started = time.monotonic()  # learned times count from dequeue
-                await svc.store.set_fields(rec.id, {"queued": queued})
-                fresh = await svc.store.get(rec.id)
-                if fresh is not None:
-                    await svc.publish_status(fresh)
-            elapsed = time.monotonic() - started
-            delay = plan.next_delay(elapsed, queued=queued, after_window_polls=after_window)
-            if not queued and elapsed > plan.window_end:
-                after_window += 1
-            if time.monotonic() - last_renew > svc.config.lease_seconds / 3:
-                if not await svc.store.renew_lease(rec.id, svc.instance_id, svc.config.lease_seconds):
-                    log.warning("lost the provisioning lease", extra={"session_id": rec.id})
-                    return None
-                last_renew = time.monotonic()
-            await asyncio.sleep(delay)
+    async def close(self) -> None:
+        await self.poller.close()

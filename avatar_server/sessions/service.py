@@ -40,8 +40,10 @@ from ..models.sessions import (
 from ..store.events import EventBus
 from ..store.sessions import SessionStore, TransitionRefused
 from ..upstream import UpstreamClient
+from ..upstream.budget import RequestBudget
 from .provisioner import Provisioner
 from .reconcile import CreateReconciler
+from .room import WaitingRoom, waiting_frame
 
 log = logging.getLogger("avatar_server.sessions")
 
@@ -50,7 +52,6 @@ UPSTREAM_END_REASONS = {EndReason.UPSTREAM_COMPLETED, EndReason.UPSTREAM_FAILED,
 
 CAP_SLACK = 2.0  # seconds: an upstream COMPLETED this close to endsAt is the cap
 
-AvatarCheck = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def timer(kind: str, session_id: str) -> str:
@@ -79,13 +80,15 @@ class SessionService:
         bus: EventBus,
         upstream: UpstreamClient,
         config: LifecycleConfig,
-        avatar_check: AvatarCheck | None = None,
+        room: WaitingRoom,
+        budget: RequestBudget | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.upstream = upstream
         self.config = config
-        self.avatar_check = avatar_check
+        self.room = room
+        self.budget = budget
         self.instance_id = uuid.uuid4().hex[:12]
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
@@ -94,16 +97,15 @@ class SessionService:
         self.reconciler = CreateReconciler(self)  # journals creates, reconciles lost ones (own task)
 
     # --- create ----------------------------------------------------------------------
-    async def create(
+    def new_record(
         self,
         req: SessionCreate,
         *,
         site_id: str | None = None,
         origin: str | None = None,
         max_duration_ceiling: int | None = None,
-        admit: Callable[[str], Awaitable[None]] | None = None,
-    ) -> tuple[SessionRecord, str]:
-        """Store a PROVISIONING session and start provisioning it. Returns (record, clientToken)."""
+    ) -> SessionRecord:
+        """A PROVISIONING record for ``req`` (not stored yet); refuses a ``maxDuration`` over the ceiling."""
         if self._closed:
             raise AvatarServerError("the server is shutting down", code="shutting_down")
         ceiling = min(self.config.cap_seconds, max_duration_ceiling or self.config.cap_seconds)
@@ -112,40 +114,64 @@ class SessionService:
             raise ValidationFailed(
                 f"maxDuration may be at most {ceiling} seconds", field="maxDuration", limit=ceiling
             )
-        avatar = req.avatar.model_dump()
-        if self.avatar_check is not None:
-            await self.avatar_check(avatar)
-        now = time.time()
-        record = SessionRecord(
+        return SessionRecord(
             id=str(uuid.uuid4()),
             status=SessionStatus.PROVISIONING,
-            avatar=avatar,
+            avatar=req.avatar.model_dump(),
             maxDuration=max_duration,
             personality=req.personality,
             startScript=req.startScript,
             tools=[t.model_dump() for t in req.tools] if req.tools else None,
-            createdAt=now,
+            createdAt=time.time(),
             siteId=site_id,
             origin=origin,
         )
-        if admit is not None:
-            await admit(record.id)
+
+    async def open(self, record: SessionRecord, *, waiting: bool) -> tuple[SessionRecord, str]:
+        """Store an admitted record and start provisioning it (unless it ``waiting`` in the room).
+
+        Returns (record, clientToken). The ``provision`` deadline counts from now, waiting included."""
+        if waiting:
+            record = record.model_copy(update={"inRoom": True, "queued": True})
         client_token = "ct_" + secrets.token_urlsafe(32)
+        if not waiting:
+            # the lease first: a sweep on another instance must never see it unowned and start it too
+            await self.store.take_lease(record.id, self.instance_id, self.config.lease_seconds)
         await self.store.create(
             record,
             client_token,
-            timers=[(timer("provision", record.id), now + self.config.provision_timeout)],
+            timers=[(timer("provision", record.id), record.createdAt + self.config.provision_timeout)],
             ttl_token=int(self.config.provision_timeout + self.config.ready_timeout + self.config.cap_seconds + 3600),
         )
-        await self.store.take_lease(record.id, self.instance_id, self.config.lease_seconds)
-        self._spawn(record)
-        log.info("session created", extra={"session_id": record.id, "avatar": avatar})
+        log.info("session created", extra={"session_id": record.id, "avatar": record.avatar, "waiting": waiting})
+        if not waiting:
+            self.provisioner.start(record)
+        else:
+            # a slot may have freed between entering and storing: serve whoever is first now
+            await self.start_granted(await self.room.grant())
         return record, client_token
 
-    def _spawn(self, record: SessionRecord) -> None:
-        task = asyncio.create_task(self.provisioner.run(record), name=f"provision-{record.id}")
-        self._tasks[record.id] = task
-        task.add_done_callback(lambda t, sid=record.id: self._tasks.pop(sid, None))
+    async def start_granted(self, session_ids: list[str]) -> None:
+        """Provision the sessions the waiting room just gave a slot (on this instance)."""
+        for sid in session_ids:
+            rec = await self.store.get(sid)
+            if rec is None or rec.status is SessionStatus.ENDED:
+                # ended while it waited (or never stored): hand its slot on
+                await self.free_slot(sid)
+                continue
+            if await self.store.take_lease(sid, self.instance_id, self.config.lease_seconds):
+                await self.publish_status(rec)
+                self.provisioner.start(rec)
+
+    async def free_slot(self, session_id: str) -> None:
+        """The session's upstream session is terminal (or never existed): its slot serves the next."""
+        await self.start_granted(await self.room.release(session_id))
+
+    def spawn(self, session_id: str, step: Awaitable[None]) -> None:
+        """Run one provisioning step (create, finish) as a task the service owns, by session."""
+        task = asyncio.ensure_future(step)
+        self._tasks[session_id] = task
+        task.add_done_callback(lambda t, sid=session_id: self._tasks.pop(sid, None) if self._tasks.get(sid) is t else None)
 
     def track(self, coro: Awaitable[None]) -> None:
         """Run clean-up work (e.g. cancelling an upstream session) that must not be cut short."""
@@ -219,6 +245,8 @@ class SessionService:
         rec = await self.get(session_id)
         if rec.status is SessionStatus.ENDED:
             return rec
+        if reason is EndReason.PROVISION_TIMEOUT and rec.queued:
+            reason = EndReason.QUEUE_TIMEOUT  # the deadline came while it waited in a queue
         try:
             await self.store.transition(
                 rec,
@@ -229,14 +257,22 @@ class SessionService:
             )
         except TransitionRefused:
             return await self.get(session_id)
+        self.provisioner.drop(rec.id)
         task = self._tasks.get(rec.id)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
         await self.store.drop_credentials(rec.id)
+        was_waiting = rec.inRoom
         rec = await self.get(session_id)
         log.info("session ended", extra={"session_id": rec.id, "reason": reason.value, "detail": detail})
+        if was_waiting:
+            await self.room.leave(rec.id)
         if rec.upstreamId and reason not in UPSTREAM_END_REASONS:
             await self.cancel_upstream(rec.id, rec.upstreamId)
+        elif rec.upstreamId or (task is None and rec.createSentAt is None):
+            # terminal upstream, or nothing was ever sent: the slot is free (a create in flight
+            # here frees it when it lands and is cancelled; one elsewhere, the sweep)
+            await self.free_slot(rec.id)
         await self.bus.publish(rec.id, {"type": "ended", "reason": reason.value, "message": END_MESSAGES[reason]})
         return rec
 
@@ -259,6 +295,7 @@ class SessionService:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.store.add_timer(f"cancel:{session_id}:{upstream_id}", time.time() + 2.0))
             raise
+        await self.free_slot(session_id)
         self.track(self._record_final_status(session_id, upstream_id))
         return True
 
@@ -272,7 +309,7 @@ class SessionService:
             self._final_reads = asyncio.Semaphore(self.FINAL_READS)
         try:
             async with asyncio.timeout(self.FINAL_READ_TIMEOUT), self._final_reads:
-                state = await self.upstream.get_session(upstream_id)
+                state = await self.upstream.get_session(upstream_id, op="check")
             await self.store.set_fields(
                 session_id, {"upstreamStatus": state.status.value, "upstreamDuration": state.duration}
             )
@@ -304,32 +341,73 @@ class SessionService:
             await self.store.add_timer(timer("abandon", session_id), time.time() + self.config.abandon_grace)
 
     async def publish_status(self, rec: SessionRecord) -> None:
-        await self.bus.publish(rec.id, status_event(rec))
+        await self.bus.publish(rec.id, await self.status_frame(rec))
+
+    async def status_frame(self, rec: SessionRecord) -> dict[str, Any]:
+        """The ``status`` frame of ``rec``; while it waits in the room, with its place and ETA."""
+        if rec.inRoom and rec.status is SessionStatus.PROVISIONING:
+            waiting = await self.room.waiting(rec.id)
+            if waiting is not None:
+                return waiting_frame(*waiting)
+        return status_event(rec)
+
+    async def public(self, rec: SessionRecord) -> dict[str, Any]:
+        """The record as the API shows it (with its place in line while it waits)."""
+        waiting = None
+        if rec.inRoom and rec.status is SessionStatus.PROVISIONING:
+            waiting = await self.room.waiting(rec.id)
+        return rec.public(waiting)
 
     # --- recovery and shutdown -------------------------------------------------------
     async def recover(self) -> int:
-        """Resume provisioning of PROVISIONING sessions that no live instance holds (after a restart)."""
+        """Resume provisioning of PROVISIONING sessions that no live instance holds (after a restart),
+        and serve the waiting room if slots are free (a slot freed by an instance that died)."""
         resumed = 0
-        for sid in await self.store.active_ids():
-            if sid in self._tasks:
-                continue
-            rec = await self.store.get(sid)
-            if rec is None or rec.status is not SessionStatus.PROVISIONING:
-                continue
+        await self.sweep_slots()
+        await self.start_granted(await self.room.grant())
+        ids = [sid for sid in await self.store.active_ids()
+               if sid not in self._tasks and sid not in self.provisioner.poller]
+        orphans = []
+        for i in range(0, len(ids), 200):  # records read in pipelines: one round trip per 200
+            orphans += [r for r in await self.store.get_many(ids[i:i + 200])
+                        if r.status is SessionStatus.PROVISIONING and not r.inRoom]
+        for rec in orphans:
+            sid = rec.id
             if await self.store.take_lease(sid, self.instance_id, self.config.lease_seconds):
-                if rec.upstreamId is None and time.time() - rec.createdAt > self.config.lease_seconds:
+                if rec.upstreamId is None and rec.createSentAt is not None:
                     # its create was in flight on an instance that died: it may exist upstream unseen
                     await self.end(sid, EndReason.ERROR, "the instance creating this session stopped")
                     self.reconciler.poke()  # find it upstream and cancel it (sessions.reconcile)
                     continue
-                self._spawn(rec)
+                self.provisioner.start(rec)
                 resumed += 1
         return resumed
+
+    async def sweep_slots(self, older_than: float = 60.0) -> int:
+        """Free the slots of sessions that ended (or were never stored) on an instance that died
+        before it gave them back. Bounded by the slots held (the upstream concurrency)."""
+        freed = 0
+        cutoff = time.time() - older_than
+        for sid, taken in await self.room.store.alive_since():
+            if taken > cutoff or sid in self._tasks:
+                continue
+            rec = await self.store.get(sid)
+            if rec is None:
+                await self.free_slot(sid)
+                freed += 1
+            elif rec.status is SessionStatus.ENDED and (rec.endedAt or 0) < cutoff:
+                if rec.upstreamId:
+                    await self.cancel_upstream(sid, rec.upstreamId)  # idempotent; frees on success
+                else:
+                    await self.free_slot(sid)
+                freed += 1
+        return freed
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        await self.provisioner.close()
         tasks = list(self._tasks.values())
         for t in tasks:
             t.cancel()

@@ -184,7 +184,7 @@ class TimerLoop:
         if rec.status is not SessionStatus.RUNNING or not rec.upstreamId:
             return
         try:
-            state = await svc.upstream.get_session(rec.upstreamId)
+            state = await svc.upstream.get_session(rec.upstreamId, op="check")
         except NotFound:
             await svc.end(session_id, EndReason.UPSTREAM_CANCELLED, "the upstream session disappeared")
             return

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from ..errors import AvatarServerError
 from ..models.sessions import END_MESSAGES, EndReason, SessionRecord, SessionStatus, iso
-from ..sessions.service import SessionService, status_event
+from ..sessions.service import SessionService
 from .protocol import PONG, ProtocolError, credentials_message, dump, error_message, parse_client
 
 log = logging.getLogger("avatar_server.signal")
@@ -55,13 +55,17 @@ class SignalBroker:
                     await self._send_ended(transport, rec)
                     ended = True
                     return
-                await transport.send(dump(status_event(rec)))
+                frame = await svc.status_frame(rec)
+                await transport.send(dump(frame))
+                if frame.get("position"):
+                    svc.room.note_announced(session_id, frame["position"])
                 delivered = False
                 if rec.status in (SessionStatus.READY, SessionStatus.RUNNING):
                     delivered = await self._deliver(session_id, transport)
                 reader = asyncio.create_task(self._read(transport, events), name=f"signal-read-{session_id}")
                 try:
-                    ended = await self._pump(session_id, transport, events, delivered)
+                    with svc.room.listen(session_id, events):  # its place in line, while it waits
+                        ended = await self._pump(session_id, transport, events, delivered)
                 finally:
                     reader.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):

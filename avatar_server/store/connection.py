@@ -66,18 +66,33 @@ class RedisHandle:
             await self.client.aclose()
 
 
+POOL_SIZE = 256
+POOL_WAIT = 10.0  # seconds a command waits for a free connection before it fails
+
+
 def client_from_url(url: str) -> Redis:
-    return aioredis.Redis.from_url(
+    """A client whose pool *waits* (bounded) for a free connection instead of raising at once
+    when every connection is busy (a flash crowd), so load becomes latency, not errors."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
         decode_responses=True,
         socket_connect_timeout=3,
         socket_timeout=10,
         health_check_interval=15,
-        max_connections=256,
+        max_connections=POOL_SIZE,
+        timeout=POOL_WAIT,
         # a dropped connection (Redis restarted) is retried on a fresh one; a Redis that stays
         # away fails the command within about a second (-> 503 store_unavailable)
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
+
+
+def pool_in_use(client: Redis) -> float:
+    """Share of the pool's connections in use (0–1): a load signal for admission."""
+    pool = client.connection_pool
+    in_use = len(getattr(pool, "_in_use_connections", ()))
+    return in_use / max(1, pool.max_connections)
 
 
 async def open_redis(url: str | None, data_dir: Path) -> RedisHandle:

@@ -100,6 +100,61 @@ def demo_site() -> str:
     return f"{PREFIX}demo:site"
 
 
+# --- load: the upstream request budget and the waiting room (shared by all instances) ---
+
+
+def upstream_budget() -> str:
+    """Sorted set: one member per upstream request sent in the last second, scored by time (ms)."""
+    return f"{PREFIX}budget:upstream"
+
+
+def room_order() -> str:
+    """Sorted set: waiting starts, ``<seq, 12 digits>:<lane>:<session id>`` scored by the start tag of
+    fair queuing (round-robin between lanes; ties in arrival order)."""
+    return f"{PREFIX}room:order"
+
+
+def room_members() -> str:
+    """Hash: session id → its member in ``room_order`` (to leave or rank by id)."""
+    return f"{PREFIX}room:members"
+
+
+def room_lane_tags() -> str:
+    """Hash: lane (site id or ``admin``) → the tag its next arrival starts from."""
+    return f"{PREFIX}room:lanes"
+
+
+def room_clock() -> str:
+    """String: the virtual time (start tag of the last start served from the room)."""
+    return f"{PREFIX}room:clock"
+
+
+def room_seq() -> str:
+    """String counter: arrival order in the room."""
+    return f"{PREFIX}room:seq"
+
+
+def room_shown() -> str:
+    """Hash: session id → the position last shown to it (positions shown never rise)."""
+    return f"{PREFIX}room:shown"
+
+
+def room_alive() -> str:
+    """Sorted set: session ids holding an upstream slot (created or being created, not yet known
+    terminal upstream), scored by when they took it."""
+    return f"{PREFIX}room:alive"
+
+
+def room_learned_limit() -> str:
+    """String with TTL: the upstream's concurrency as learned from its first ``queued`` answer."""
+    return f"{PREFIX}room:learned-limit"
+
+
+def room_grants() -> str:
+    """List: times (epoch s) of recent starts served from the room, newest first (service rate)."""
+    return f"{PREFIX}room:grants"
+
+
 # --- knowledge: what the server keeps about avatars and documents (they live upstream) ---
 
 

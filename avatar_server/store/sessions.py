@@ -60,6 +60,21 @@ return 0
 """
 
 
+# KEYS: lease keys; ARGV: owner, ttl ms → per key 1 if still held by owner (and renewed), else 0
+_RENEW_LEASES = """
+local out = {}
+for i, k in ipairs(KEYS) do
+  if redis.call('GET', k) == ARGV[1] then
+    redis.call('PEXPIRE', k, tonumber(ARGV[2]))
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -85,6 +100,7 @@ class SessionStore:
         self._claim_due = redis.register_script(_CLAIM_DUE)
         self._done = redis.register_script(_DONE)
         self._set_if_exists = redis.register_script(SET_IF_EXISTS)
+        self._renew_leases = redis.register_script(_RENEW_LEASES)
 
     # --- records -----------------------------------------------------------------
     async def create(
@@ -119,6 +135,16 @@ class SessionStore:
                 p.hgetall(keys.session(i))
             rows = await p.execute()
         return [SessionRecord.model_validate(_decode(r)) for r in rows if r]
+
+    async def ends_of(self, ids: Sequence[str]) -> list[float | None]:
+        """``endsAt`` of each session (None: not running, or gone), in one round trip."""
+        if not ids:
+            return []
+        async with self.r.pipeline(transaction=False) as p:
+            for i in ids:
+                p.hget(keys.session(i), "endsAt")
+            rows = await p.execute()
+        return [json.loads(r) if r else None for r in rows]
 
     async def set_fields(self, session_id: str, fields: dict[str, Any]) -> bool:
         """Update fields other than the status (``queued``, ``upstreamId`` ...) of an existing record."""
@@ -205,6 +231,16 @@ class SessionStore:
         if await self.r.get(key) != owner:
             return False
         return bool(await self.r.pexpire(key, int(ttl * 1000)))
+
+    async def renew_leases(self, session_ids: Sequence[str], owner: str, ttl: float) -> list[bool]:
+        """Renew many leases in one call; False where ``owner`` no longer holds one."""
+        out: list[bool] = []
+        for i in range(0, len(session_ids), 500):
+            chunk = session_ids[i:i + 500]
+            held = await self._renew_leases(keys=[keys.session_lease(s) for s in chunk],
+                                            args=[owner, int(ttl * 1000)])
+            out += [bool(h) for h in held]
+        return out
 
     async def release_lease(self, session_id: str, owner: str) -> None:
         key = keys.session_lease(session_id)

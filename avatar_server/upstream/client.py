@@ -100,6 +100,8 @@ class UpstreamClient:
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        gate: Callable[[str], Awaitable[None]] | None = None,
+        max_connections: int = 100,
     ) -> None:
         if not api_secret:
             raise ValueError("api_secret is required")
@@ -108,10 +110,15 @@ class UpstreamClient:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self.stats: dict[str, int] = {"total": 0}
+        # every attempt waits for a token of the request budget (``upstream.budget``), if any
+        self._gate = gate
+        self.in_flight = 0
+        self.max_connections = max_connections
         self._closed = False
         self._http = httpx.AsyncClient(
             base_url=base_url,
             transport=transport,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             timeout=httpx.Timeout(
                 connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
             ),
@@ -162,8 +169,11 @@ class UpstreamClient:
                 f"unreadable 200 body ({type(exc).__name__})",
             ) from exc
 
-    async def get_session(self, upstream_id: str) -> UpstreamSession:
-        resp, _ = await self._send("GET", _session_path(upstream_id), op="get")
+    async def get_session(self, upstream_id: str, *, op: str = "get", prepaid: bool = False) -> UpstreamSession:
+        """``op`` names the read for the budget: ``get`` (provisioning polls) or ``check`` (a
+        running session's safety check). ``prepaid``: the caller already holds a budget token for
+        the first attempt (the poll scheduler buys them in bulk)."""
+        resp, _ = await self._send("GET", _session_path(upstream_id), op=op, prepaid=prepaid)
         try:
             return UpstreamSession.model_validate(resp.json())
         except ValueError as exc:
@@ -378,6 +388,7 @@ class UpstreamClient:
         retry_statuses: frozenset[int] = RETRYABLE_STATUSES,
         non_idempotent: bool = False,
         reconcile: dict[str, Any] | None = None,
+        prepaid: bool = False,
     ) -> tuple[httpx.Response, str]:
         """Send with retries; return the 2xx response and the request id, or raise a mapped error."""
         self._ensure_open()
@@ -388,12 +399,15 @@ class UpstreamClient:
 
         while True:
             self._ensure_open()
+            if self._gate is not None and not (prepaid and budget.attempts == 0):
+                await self._gate(op)
             budget.attempts += 1
             self._count(op)
             status: int | None = None
             retry_after: float | None = None
             failure: str
             timed_out = False
+            self.in_flight += 1
             try:
                 resp = await self._http.request(method, path, json=json, params=params, headers=headers)
             except _NOT_SENT_ERRORS as exc:
@@ -425,6 +439,8 @@ class UpstreamClient:
                         )
                     raise _status_error(op, status, message, retry_after, budget.attempts)
                 failure = f"HTTP {status} {message}".rstrip()
+            finally:
+                self.in_flight -= 1
 
             delay = budget.next_delay(retry_after)
             if delay is None:

@@ -116,7 +116,7 @@ async def test_a_failure_after_admission_gives_the_slot_back(
 
     monkeypatch.setattr(SessionStore, "create", failing_create)
     status, body, _ = await _start(h, site["publishableKey"])
-    assert status == 500 and body["error"]["code"] == "internal_error"
+    assert status == 503 and body["error"]["code"] == "store_unavailable"
     status, got = await h.admin("GET", f"/v1/sites/{site['id']}")
     assert got["activeSessions"] == 0
     status, body, _ = await _start(h, site["publishableKey"])

@@ -30,7 +30,7 @@ class StalledUpstream:
         self.in_flight = 0
         self.peak = 0
 
-    async def get_session(self, upstream_id: str) -> Any:
+    async def get_session(self, upstream_id: str, **kw: Any) -> Any:
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:

@@ -1,0 +1,127 @@
+"""The parts of load handling on their own: the request budget and the room's order in a real
+Redis, the poll scheduler's chance of READY, the reserve of each request class."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from avatar_server.models.sessions import SessionRecord, SessionStatus
+from avatar_server.sessions.poller import PollScheduler, Watch
+from avatar_server.store.budget import BudgetStore
+from avatar_server.store.connection import client_from_url
+from avatar_server.store.room import RoomStore
+from avatar_server.upstream.budget import PRIORITY, RequestBudget, reserve_for
+
+
+def test_reserves_order_the_classes() -> None:
+    for limit in (1, 2, 5, 10, 50, 1000):
+        reserves = [reserve_for(PRIORITY[op], limit) for op in ("cancel", "consume", "create", "get", "check")]
+        assert reserves[0] == 0
+        assert reserves == sorted(reserves), (limit, reserves)
+        assert all(r < limit or limit == 1 for r in reserves), (limit, reserves)
+
+
+async def test_budget_window_is_shared_and_cancels_take_the_rest(redis_url: str) -> None:
+    r = client_from_url(redis_url)
+    try:
+        one = RequestBudget(BudgetStore(r).take, 10)
+        two = RequestBudget(BudgetStore(r).take, 10)  # another instance, the same Redis
+        polls = await one.try_take(100, "get") + await two.try_take(100, "get")
+        assert polls == 10 - reserve_for(PRIORITY["get"], 10)  # polls leave the end of the window
+        started = time.monotonic()
+        for _ in range(10 - polls):
+            await two.acquire("cancel")  # at once: the reserve is the cancels'
+        assert time.monotonic() - started < 0.5
+        assert await one.used_now() == 10
+        assert await one.try_take(1, "cancel") == 0  # the window is full for everyone now
+        started = time.monotonic()
+        await one.acquire("cancel")  # waits for the window to slide
+        assert time.monotonic() - started > 0.5
+    finally:
+        await r.aclose()
+
+
+async def test_room_serves_lanes_in_turn_first_come_first_served(redis_url: str) -> None:
+    r = client_from_url(redis_url)
+    try:
+        room = RoomStore(r)
+        assert (await room.enter("holder", "admin", limit=1, size=10)).go
+        for sid, lane in [("a1", "A"), ("a2", "A"), ("a3", "A"), ("b1", "B"), ("c1", "C"), ("b2", "B")]:
+            entered = await room.enter(sid, lane, limit=1, size=10)
+            assert not entered.go and entered.position >= 1
+        assert await room.waiting_ids() == ["a1", "b1", "c1", "a2", "b2", "a3"]
+        assert await room.grant(limit=1) == []  # no free slot
+        assert (await room.enter("x", "A", limit=1, size=6)).full
+        served = []
+        current = "holder"
+        for _ in range(6):
+            await room.release(current)
+            granted = await room.grant(limit=1)
+            assert len(granted) == 1
+            current = granted[0]
+            served.append(current)
+        assert served == ["a1", "b1", "c1", "a2", "b2", "a3"]
+        # a lane that was idle joins the current round, ahead of a lane's later arrivals
+        for sid, lane in [("a4", "A"), ("a5", "A"), ("d1", "D")]:
+            await room.enter(sid, lane, limit=1, size=10)
+        assert (await room.waiting_ids())[:2] in (["a4", "d1"], ["d1", "a4"])
+        # the place shown never rises
+        pos, shown = await room.position("a5")
+        assert pos == shown == 3
+        await room.leave("d1")
+        assert await room.position("a5") == (2, 2)
+        await room.enter("e1", "E", limit=1, size=10)  # served before a5: its live place rises ...
+        pos, shown = await room.position("a5")
+        assert pos == 3 and shown == 2  # ... the place shown holds
+    finally:
+        await r.aclose()
+
+
+def _watch(started_ago: float, last_poll: float) -> Watch:
+    rec = SessionRecord(id="s", status=SessionStatus.PROVISIONING, avatar={}, maxDuration=60, createdAt=0)
+    return Watch(record=rec, upstream_id="u", started=time.monotonic() - started_ago, queued=False,
+                 last_poll=last_poll)
+
+
+async def test_chance_of_ready_follows_the_learned_times() -> None:
+    sched = PollScheduler(upstream=None, store=None, budget=None, instance_id="i",  # type: ignore[arg-type]
+                          lease_seconds=15, on_answer=None)  # type: ignore[arg-type]
+    sched._samples = sorted([2.0 + 0.01 * i for i in range(100)])  # READY between 2 and 3 s
+    now = time.monotonic()
+    early = sched.chance(_watch(1.0, 0.9), now)
+    inside = sched.chance(_watch(2.6, 2.4), now)
+    waited = sched.chance(_watch(2.6, 2.0), now)
+    assert early == 0.0
+    assert 0 < inside < waited <= 1.0  # longer since the last poll: likelier
+    queued = _watch(2.6, 2.0)
+    queued.queued = True
+    assert sched.chance(queued, now) < inside
+    await asyncio.sleep(0)
+
+
+async def test_a_lagging_loop_refuses_starts_then_recovers() -> None:
+    import pytest
+
+    from avatar_server.errors import ServerBusy
+    from avatar_server.sessions.load import LoadMonitor
+
+    in_use = [0.1]
+    monitor = LoadMonitor(max_lag=0.2, pools={"redis": lambda: in_use[0]})
+    monitor.start()
+    try:
+        await asyncio.sleep(0.25)
+        monitor.check()  # quiet: admitted
+        time.sleep(0.5)  # the event loop is blocked (a CPU-bound burst)
+        await asyncio.sleep(0.15)
+        with pytest.raises(ServerBusy) as caught:
+            monitor.check()
+        assert caught.value.code == "server_busy" and caught.value.headers["Retry-After"] == "2"
+        await asyncio.sleep(1.2)  # a quiet second later
+        monitor.check()
+        in_use[0] = 0.95  # a saturated pool refuses too
+        with pytest.raises(ServerBusy):
+            monitor.check()
+    finally:
+        await monitor.close()
+        await monitor.close()  # idempotent
