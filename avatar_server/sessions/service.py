@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import (
     AvatarServerError,
@@ -92,6 +92,7 @@ class SessionService:
         self.instance_id = uuid.uuid4().hex[:12]
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._observers: list[SessionObserver] = []
         self._closed = False
         self.provisioner = Provisioner(self)
         self.reconciler = CreateReconciler(self)  # journals creates, reconciles lost ones (own task)
@@ -230,6 +231,7 @@ class SessionService:
             if rec.status is SessionStatus.RUNNING and rec.startedAt == now:
                 log.info("session delivered", extra={"session_id": rec.id})
                 await self.publish_status(rec)
+                self._notify("session_started", rec)
         if rec.status is SessionStatus.ENDED:
             raise ended_error(rec)
         if rec.status is not SessionStatus.RUNNING:
@@ -274,7 +276,18 @@ class SessionService:
             # here frees it when it lands and is cancelled; one elsewhere, the sweep)
             await self.free_slot(rec.id)
         await self.bus.publish(rec.id, {"type": "ended", "reason": reason.value, "message": END_MESSAGES[reason]})
+        self._notify("session_ended", rec)
         return rec
+
+    # --- observers (webhooks, conversations, metrics ...) -------------------------------
+    def observe(self, observer: SessionObserver) -> None:
+        """``observer`` hears each session start (credentials handed over: RUNNING) and end, once,
+        on the instance that made the change, on a task of its own (it never delays the session)."""
+        self._observers.append(observer)
+
+    def _notify(self, event: str, rec: SessionRecord) -> None:
+        for observer in self._observers:
+            self.track(_observed(getattr(observer, event), rec, event))
 
     async def cancel_upstream(self, session_id: str, upstream_id: str) -> bool:
         """Cancel upstream; on failure arm a ``cancel`` timer that retries until it succeeds.
@@ -417,6 +430,18 @@ class SessionService:
         if self._cleanups:
             await asyncio.wait(list(self._cleanups), timeout=10)
         await self.reconciler.close()  # after the creates above: what is still out is left to the next instance
+
+
+class SessionObserver(Protocol):
+    async def session_started(self, rec: SessionRecord) -> None: ...
+    async def session_ended(self, rec: SessionRecord) -> None: ...
+
+
+async def _observed(call: Callable[[SessionRecord], Awaitable[None]], rec: SessionRecord, event: str) -> None:
+    try:
+        await call(rec)
+    except Exception:
+        log.exception("a session observer failed on %s", event, extra={"session_id": rec.id})
 
 
 def status_event(rec: SessionRecord) -> dict[str, Any]:
