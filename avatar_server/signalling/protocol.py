@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from avatar_server import jsonlimits
+
 MAX_CLIENT_MESSAGE_BYTES = 1024
 CLIENT_TYPES = ("end", "ping")
 
@@ -42,8 +44,8 @@ def parse_client(text: str | bytes) -> ClientMessage:
     if len(text.encode()) > MAX_CLIENT_MESSAGE_BYTES:
         raise ProtocolError("message_too_large", f"messages may be at most {MAX_CLIENT_MESSAGE_BYTES} bytes")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
+        data = jsonlimits.loads(text)
+    except ValueError:  # not JSON, or past jsonlimits' limits (nesting, numbers)
         raise ProtocolError("invalid_json", "messages must be JSON objects") from None
     if not isinstance(data, dict) or "type" not in data:
         raise ProtocolError("invalid_message", "messages must be JSON objects with a 'type'")

@@ -305,3 +305,51 @@ async def test_a_well_formed_request_logs_nothing_from_aiohttp_server(server: Se
         async with http.get(server.base + "/healthz") as resp:
             assert resp.status == 200
     assert [r for r in caplog.records if r.name == "aiohttp.server"] == []
+
+
+# -- the signal socket and the engine's data channel ------------------------------------------------
+
+
+async def _frame(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict:
+    for _ in range(50):
+        msg = await ws.receive(timeout=10)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        data = msg.json()
+        if data["type"] == kind:
+            return data
+    raise AssertionError(f"no {kind!r} frame")
+
+
+async def test_a_deep_signal_frame_is_an_error_and_the_socket_goes_on(server: ServerHarness) -> None:
+    _, created = await server.admin("POST", "/v1/sessions", {"avatar": PRESET})
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(created["signalUrl"] + "?token=" + created["clientToken"]) as ws:
+            for frame in ("[" * 1_000, '{"type": "ping", "n": ' + "9" * 900 + "}"):  # both within 1 KB
+                await ws.send_str(frame)
+                error = await _frame(ws, "error")
+                assert error["code"] == "invalid_json", error
+                await ws.send_str('{"type": "ping"}')
+                assert (await _frame(ws, "pong"))["type"] == "pong"
+            await ws.send_str('{"type": "end"}')
+            assert (await _frame(ws, "ended"))["reason"] == "client"
+
+
+async def test_a_deep_data_channel_message_is_an_error_and_the_peer_goes_on(
+    server: ServerHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ..e2e.rtc_helpers import connect_over_http, use_loopback_candidates
+
+    use_loopback_candidates(monkeypatch)
+    _, connected = await server.admin("POST", "/v1/sessions/connect", {"avatarId": "cooking-teacher"})
+    async with aiohttp.ClientSession() as http:
+        client = await connect_over_http(http, connected["serverUrl"], connected["token"])
+        try:
+            await client.wait_open()
+            client.channel.send("[" * 16_000)  # within the peer's 16 KB message limit
+            await client.wait_for(lambda: any(m.get("type") == "error" for m in client.messages))
+            assert [m["message"] for m in client.messages if m.get("type") == "error"] == ["messages must be JSON"]
+            client.send({"type": "user_message", "text": "Hello there"})
+            await client.wait_for(lambda: "Hello there" in client.transcripts("user"))
+        finally:
+            await client.close()
+    await server.admin("DELETE", f"/v1/sessions/{connected['sessionId']}")

@@ -36,6 +36,7 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnec
 from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamTrack
 
+from avatar_server import jsonlimits
 from avatar_server.engine.media.audio import AvatarAudioTrack, MicLevel
 from avatar_server.engine.media.conversation import MAX_QUESTION_CHARS, KnowledgeSource, Reply, answer
 from avatar_server.engine.media.portrait import avatar_seed
@@ -204,8 +205,8 @@ class EnginePeer:
             self.send({"type": "error", "message": "message too large"})
             return
         try:
-            data = json.loads(message)
-        except ValueError:
+            data = jsonlimits.loads(message)
+        except ValueError:  # not JSON, or past jsonlimits' limits (nesting, numbers)
             self.send({"type": "error", "message": "messages must be JSON"})
             return
         if not isinstance(data, dict):
