@@ -2,7 +2,7 @@
 
 A start that arrives while the instance is overloaded is refused at once (503
 ``server_busy`` with ``Retry-After``) rather than admitted and failed later. The lag is the
-largest delay of a 100 ms heartbeat over the last second; the pools are the Redis
+median delay of a 100 ms heartbeat over the last second; the pools are the Redis
 connection pool and the upstream HTTP client's connections.
 """
 
@@ -45,7 +45,10 @@ class LoadMonitor:
 
     @property
     def lag(self) -> float:
-        return max((lag for _, lag in self._lags), default=0.0)
+        """The median lateness of the heartbeats of the last second: a loop that is *behind*, not
+        one that hiccuped once (a single long block still shows: it is then the only beat)."""
+        lags = sorted(lag for _, lag in self._lags)
+        return lags[len(lags) // 2] if lags else 0.0
 
     def busy_reason(self) -> str | None:
         if self.lag > self.max_lag:

@@ -420,6 +420,7 @@ class SessionService:
         if self._closed:
             return
         self._closed = True
+        held = [*self.provisioner.poller.watches, *self._tasks]
         await self.provisioner.close()
         tasks = list(self._tasks.values())
         for t in tasks:
@@ -429,6 +430,8 @@ class SessionService:
                 await t
         if self._cleanups:
             await asyncio.wait(list(self._cleanups), timeout=10)
+        with contextlib.suppress(Exception):  # another instance (or the next start) resumes them at once
+            await asyncio.wait_for(self.store.release_leases(held, self.instance_id), 2)
         await self.reconciler.close()  # after the creates above: what is still out is left to the next instance
 
 

@@ -75,6 +75,15 @@ return out
 """
 
 
+# KEYS: lease keys; ARGV: owner → deletes those still held by owner
+_RELEASE_LEASES = """
+for _, k in ipairs(KEYS) do
+  if redis.call('GET', k) == ARGV[1] then redis.call('DEL', k) end
+end
+return 0
+"""
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -101,6 +110,7 @@ class SessionStore:
         self._done = redis.register_script(_DONE)
         self._set_if_exists = redis.register_script(SET_IF_EXISTS)
         self._renew_leases = redis.register_script(_RENEW_LEASES)
+        self._release_leases = redis.register_script(_RELEASE_LEASES)
 
     # --- records -----------------------------------------------------------------
     async def create(
@@ -241,6 +251,12 @@ class SessionStore:
                                             args=[owner, int(ttl * 1000)])
             out += [bool(h) for h in held]
         return out
+
+    async def release_leases(self, session_ids: Sequence[str], owner: str) -> None:
+        """Give back the leases ``owner`` still holds (a clean shutdown: others resume at once)."""
+        for i in range(0, len(session_ids), 500):
+            chunk = session_ids[i:i + 500]
+            await self._release_leases(keys=[keys.session_lease(s) for s in chunk], args=[owner])
 
     async def release_lease(self, session_id: str, owner: str) -> None:
         key = keys.session_lease(session_id)
