@@ -17,7 +17,8 @@ import math
 from collections.abc import Awaitable, Callable
 
 # lower is more urgent; ops not named here are catalogue calls (avatars, documents): like creates
-PRIORITY = {"cancel": 0, "consume": 1, "create": 2, "get": 3, "list_conversations": 3, "check": 4, "ping": 4}
+PRIORITY = {"cancel": 0, "consume": 1, "create": 2, "get": 3, "list_conversations": 3, "check": 4, "ping": 4,
+            "get_conversation": 4}  # a finished conversation's transcript waits behind live sessions
 DEFAULT_PRIORITY = 2
 # share of the per-second budget that each class leaves to the more urgent ones
 _RESERVE_SHARE = (0.0, 0.05, 0.10, 0.20, 0.35)
