@@ -24,8 +24,11 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 _SECRET_PATTERNS = [
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
     re.compile(r"\b(adm|ct|pk|sk|key)_[A-Za-z0-9_-]{8,}"),
+    re.compile(r"\bwhsec_[A-Za-z0-9+/=]{8,}"),  # webhook signing secrets (base64)
     re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),
     re.compile(r"(?i)((?:token|sessionKey|secret|password|authorization)[\"']?\s*[=:]\s*[\"']?)[^\"'&\s,}]+"),
+    # a credential in a query string (?key=pk_… on the start routes, or one sent by mistake)
+    re.compile(r"(?i)([?&](?:key|api_?key|access_token|auth|bearer|client_?token|admin_token)=)[^&#\s\"']+"),
 ]
 _EXTRA_FIELDS = ("session_id", "upstream_id", "reason", "error", "detail", "status", "method", "path",
                  "duration_ms", "avatar", "provision_seconds", "site_id", "remote")
@@ -58,6 +61,21 @@ class RedactingFilter(logging.Filter):
         rid = request_id_var.get()
         if rid and not hasattr(record, "request_id"):
             record.request_id = rid
+        return True
+
+
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class ExtrasRedactingFilter(logging.Filter):
+    """On aiohttp's loggers: every string a record carries beside its message is scrubbed too —
+    the access logger passes the raw request line (``first_request_line``, query string
+    included, e.g. ``?key=pk_…``) as an extra field a formatter may print."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in list(record.__dict__.items()):
+            if name not in _STANDARD_ATTRS and isinstance(value, str):
+                record.__dict__[name] = redact(value)
         return True
 
 
@@ -95,9 +113,14 @@ _installed = False
 
 def install_redaction() -> None:
     """Redact every log record at creation, whichever handler (or test capture) reads it.
-    Also tames aiohttp's malformed-request reports (``tame_malformed_requests``)."""
+    Also tames aiohttp's malformed-request reports (``tame_malformed_requests``) and scrubs the
+    extra fields of aiohttp's records (``ExtrasRedactingFilter``)."""
     global _installed
     tame_malformed_requests()
+    for name in ("aiohttp.access", "aiohttp.server", "aiohttp.web"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ExtrasRedactingFilter) for f in logger.filters):
+            logger.addFilter(ExtrasRedactingFilter())
     if _installed:
         return
     _installed = True

@@ -108,10 +108,17 @@ class LeakGuard:
             raw = record.getMessage()
             redact.filter(record)
             line = fmt.format(record)
+            # and every string the record carries beside its message (a formatter may print it:
+            # aiohttp's access log passes the raw request line, query string included)
+            raw += " " + " ".join(v for k, v in record.__dict__.items()
+                                  if k not in _STANDARD_ATTRS and isinstance(v, str))
             for s in secrets | self.browser_tokens:
                 if s in line or s in raw:
                     out.append(f"log line of {record.name} holds {_name(s)}: {line.replace(s, '<SECRET>')[:300]}")
         return out
+
+
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
 def _json(text: str) -> Any:

@@ -1,9 +1,10 @@
 """Who is starting a session: the admin token, or a site's visitor.
 
 ``authenticate_starter`` runs before the body is read: the admin token, or a publishable
-key whose request comes from one of its site's ``allowedOrigins`` and is within the
-per-visitor rate limit. Whether the start may begin, and where it waits, is the session
-layer's admission (``sessions.admission``), which knows nothing of HTTP.
+key (in ``Authorization`` or, for callers that cannot set a header, as ``?key=pk_…``) whose
+request comes from one of its site's ``allowedOrigins`` and is within the per-visitor rate
+limit. Whether the start may begin, and where it waits, is the session layer's admission
+(``sessions.admission``), which knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from ..appkeys import RATE_LIMITER, SETTINGS
 from ..errors import Forbidden, LimitExceeded
 from ..models.sites import origin_or_none
 from ..sessions.admission import Starter
-from .auth import bearer, require_admin, site_for_key
+from .auth import require_admin, site_for_key, starter_credential
 from .cors import scope_to_site
 from .security import client_address, visitor_bucket
 
@@ -22,7 +23,8 @@ RATE_WINDOW = 60.0
 
 
 async def authenticate_starter(request: web.Request) -> Starter:
-    token = bearer(request)
+    # the bearer header, or a publishable key in the URL (?key=pk_…) — the same from here on
+    token, _in_url = starter_credential(request)
     if token is None or not token.startswith("pk_"):
         require_admin(request)
         return Starter()

@@ -4,7 +4,10 @@ SHA-256, never logged.
 
     admin token        every route
     pk_ (publishable)  POST /v1/sessions and /v1/sessions/connect only (api.admission checks
-                       origin, avatar, concurrency); 403 elsewhere
+                       origin, avatar, concurrency); 403 elsewhere. There alone it may also come
+                       in the URL, ``?key=pk_…`` (Runway's SDKs cannot set a header)
+    in the URL         nothing else, ever: 401 ``credential_in_url`` (the signal socket's
+                       ``?token=<clientToken>`` is its own rule)
     ct_ (client)       GET/DELETE its own session and its signal socket, while the session is
                        not ENDED (the socket of an ENDED one only says ``ended`` and closes);
                        403 for another session, 401 once its session has ended
@@ -20,7 +23,7 @@ from aiohttp import web
 
 from ..appkeys import ADMIN_TOKEN, SESSIONS, SITES
 from ..bearer import MalformedCredential, parse_bearer
-from ..errors import Forbidden, Unauthorized
+from ..errors import BadRequest, Forbidden, Unauthorized
 from ..models.sessions import SessionStatus
 from ..models.sites import Site
 from .cors import close_to_browsers, scope_to_site
@@ -46,9 +49,63 @@ def is_admin_token(request: web.Request, token: str | None) -> bool:
     return hmac.compare_digest(token.encode(), request.app[ADMIN_TOKEN].encode())
 
 
+# Query parameters that would carry a credential. Only two are ever read: a publishable key's
+# ``?key=`` on the two start routes (``starter_credential``) and the signal socket's ``?token=``.
+URL_CREDENTIAL_PARAMS = frozenset({"key", "token", "access_token", "api_key", "apikey", "auth",
+                                   "authorization", "bearer", "clienttoken", "client_token", "admin_token"})
+_TOKEN_PREFIXES = ("adm_", "ct_", "pk_", "sk_")
+
+
+def credential_in_url(request: web.Request) -> str | None:
+    """The name of a query parameter that carries (or is meant to carry) a credential, else None.
+    Such a request is refused with a message saying so, never served as anonymous."""
+    for name, value in request.query.items():
+        if (name.lower() in URL_CREDENTIAL_PARAMS or value.startswith(_TOKEN_PREFIXES)
+                or (value.isascii() and is_admin_token(request, value))):
+            return name
+    return None
+
+
+def _no_credential_in_url(request: web.Request, what: str) -> None:
+    name = credential_in_url(request)
+    if name is not None:
+        raise Unauthorized(f"credentials are never accepted in the URL (?{name}=…): send {what} as "
+                           "Authorization: Bearer <token>", code="credential_in_url")
+
+
+def starter_credential(request: web.Request) -> tuple[str | None, bool]:
+    """The credential of a session start and whether it came in the URL.
+
+    ``Authorization: Bearer <token>``, or — for callers that cannot set a header, such as
+    Runway's SDKs posting to a ``connectUrl`` — a publishable key as ``?key=pk_…``, which is then
+    the same as the header. Nothing else is accepted in the URL: the admin token or a client token
+    there is 401 ``credential_in_url``; a key both in the URL and the header (or twice) is 400."""
+    header = bearer(request)
+    keys = request.query.getall("key", [])
+    if not keys:
+        if header is None:
+            _no_credential_in_url(request, "the admin token")
+        return header, False
+    if len(keys) > 1 or header is not None:
+        raise BadRequest("send one credential: the publishable key in the URL (?key=pk_…) or "
+                         "Authorization: Bearer <token>, not both", code="ambiguous_credential")
+    key = keys[0]
+    if not (key.isascii() and key.isprintable()):
+        raise Unauthorized("the credential is not valid")
+    if is_admin_token(request, key):
+        raise Unauthorized("the admin token is never accepted in the URL: send it as Authorization: Bearer "
+                           "<admin token> (and rotate it now: URLs end up in logs and browser histories)",
+                           code="credential_in_url")
+    if not key.startswith("pk_"):
+        raise Unauthorized("only a site's publishable key (pk_…) is accepted in the URL (?key=); any other "
+                           "credential goes in Authorization: Bearer <token>", code="credential_in_url")
+    return key, True
+
+
 def require_admin(request: web.Request) -> Principal:
     token = bearer(request)
     if token is None:
+        _no_credential_in_url(request, "the admin token")
         raise Unauthorized("an admin token is required (Authorization: Bearer <admin token>)")
     if is_admin_token(request, token):
         close_to_browsers(request)
@@ -62,6 +119,7 @@ async def session_principal(request: web.Request, session_id: str, token: str | 
     """The admin, or the client holding this session's clientToken."""
     token = token if token is not None else bearer(request)
     if token is None:
+        _no_credential_in_url(request, "the session's clientToken (only its signal socket takes ?token=)")
         raise Unauthorized("a session's clientToken or the admin token is required")
     if is_admin_token(request, token):
         close_to_browsers(request)

@@ -5,7 +5,8 @@ Browser-facing: ``POST /v1/sessions``, ``POST /v1/sessions/connect``,
 headers at all, so no browser page can read an admin response.
 
 - Preflight (``OPTIONS`` with ``Access-Control-Request-Method``): 204 with the exact
-  ``Origin`` echoed when some site allows it; 403 ``origin_not_allowed`` otherwise.
+  ``Origin`` echoed when some site allows it (the key's own site when the URL carries a
+  publishable key, ``?key=pk_…``); 403 ``origin_not_allowed`` otherwise.
 - Responses: ``Access-Control-Allow-Origin: <the exact origin>`` when the origin is
   allowed — by the publishable key's site, or by the session's site for a client token
   (``scope_to_site``), or by any site when the request carries no valid credential (so a
@@ -119,15 +120,31 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     return resp
 
 
+async def _key_scope(request: web.Request) -> CorsScope | None:
+    """A preflight carries no ``Authorization``, but a publishable key in the URL (``?key=pk_…``,
+    Runway's SDKs) names its site: then that site's origins decide, as for the request itself.
+    An unknown key (or none) leaves it to any site's origins, so the page can read the 401."""
+    key = request.query.get("key", "")
+    if not (key.startswith("pk_") and key.isascii() and key.isprintable()):
+        return None
+    try:
+        site = await request.app[SITES].by_publishable_key(key)
+    except (RedisError, OSError):
+        return None  # origin_allowed then fails closed on the same outage
+    return None if site is None else CorsScope(scoped=True, site_id=site.id)
+
+
 async def _preflight(
     request: web.Request, raw_origin: str | None, origin: str | None, methods: tuple[str, ...]
 ) -> web.StreamResponse:
     wanted = request.headers.get("Access-Control-Request-Method", "").strip().upper()
+    scope = await _key_scope(request) if raw_origin and wanted in methods else None
     if wanted not in methods:
         resp = error_response(Forbidden(f"browsers may only use {', '.join(methods)} here",
                                         code="cors_method_not_allowed"))
-    elif not raw_origin or not await origin_allowed(request, origin):
-        resp = error_response(Forbidden("this origin is not allowed by any site", code="origin_not_allowed"))
+    elif not raw_origin or not await origin_allowed(request, origin, scope):
+        whose = "the publishable key's site" if scope is not None else "any site"
+        resp = error_response(Forbidden(f"this origin is not allowed by {whose}", code="origin_not_allowed"))
     else:
         resp = web.Response(status=204)
         resp.headers["Access-Control-Allow-Origin"] = raw_origin

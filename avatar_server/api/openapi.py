@@ -105,6 +105,10 @@ def register(*ops: Operation) -> None:
 LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}, "page size")
 CURSOR = Param("cursor", {"type": "string", "maxLength": 200}, "the nextCursor of the previous page")
 ADMIN_ERRORS = (401, 403)
+# a publishable key in the URL, for callers that cannot set a header (Runway's SDKs' connectUrl)
+KEY = Param("key", {"type": "string", "pattern": "^pk_", "maxLength": 200},
+            "a site's publishable key, the same as Authorization: Bearer pk_… (no other credential is "
+            "accepted in a URL: 401 credential_in_url)")
 
 register(
     Operation("GET", "/healthz", "Liveness: 200 while the process serves", "health", (), responses={200: Health}),
@@ -120,10 +124,18 @@ register(
                           "With a publishable key: only from an Origin in the site's allowedOrigins, for an "
                           "avatar in its avatarIds, below its maxConcurrentSessions (429 concurrency_limit with "
                           "limit and active) and the per-visitor rate limit (429 rate_limited). A custom "
-                          "avatar must exist (404 avatar_not_found) and be READY (409 avatar_not_ready)."),
+                          "avatar must exist (404 avatar_not_found) and be READY (409 avatar_not_ready).",
+              query=(KEY,)),
     Operation("POST", "/v1/sessions/connect", "Start a session and wait for its credentials (Runway SDK shape)",
               "sessions", ("admin", "publishableKey"), SessionConnect, {200: SessionConnected},
-              (400, 401, 403, 404, 409, 413, 422, 429, 502, 503, 504)),
+              (400, 401, 403, 404, 409, 413, 422, 429, 502, 503, 504),
+              query=(KEY, Param("transport", {"type": "string", "pattern": "^(livekit|webrtc)(,(livekit|webrtc))?$"},
+                                "the transports the caller can use; default: livekit with ?key= (Runway's "
+                                "SDKs), else either")),
+              description="Never answers {sessionId, sessionKey}: the server consumes the credentials. A caller "
+                          "that cannot use the server's transport (the local engine: webrtc; Runway: livekit) "
+                          "gets 409 transport_unsupported — Runway's SDKs work in Runway mode; with the local "
+                          "engine use the <avatar-widget>."),
     Operation("GET", "/v1/sessions", "List sessions (admin)", "sessions", body=None,
               responses={200: SessionPage}, errors=(401, 403, 422),
               query=(Param("status", {"type": "string", "enum": ["active", "ended"], "default": "active"}),

@@ -12,7 +12,7 @@ from ..appkeys import ADMISSION, SESSIONS, SETTINGS
 from ..errors import ValidationFailed
 from ..models.sessions import EndReason, SessionConnect, SessionCreate, iso
 from ..sessions.service import SessionService
-from . import admission, bodies
+from . import admission, bodies, transport
 from .auth import require_admin, session_principal
 from .params import path_id
 
@@ -46,6 +46,8 @@ async def create_session(request: web.Request) -> web.Response:
 @routes.post("/v1/sessions/connect")
 async def connect_session(request: web.Request) -> web.Response:
     who = await admission.authenticate_starter(request)
+    accepted = transport.accepted_transports(request)
+    transport.check_before_start(request, accepted)  # 409 transport_unsupported: nothing started
     req = (await bodies.parse(request, SessionConnect)).to_create()
     rec, client_token = await request.app[ADMISSION].start(who, req, avatar_field="avatarId")
     svc: SessionService = request.app[SESSIONS]
@@ -57,6 +59,12 @@ async def connect_session(request: web.Request) -> web.Response:
         with contextlib.suppress(Exception):
             await asyncio.shield(svc.end(rec.id, EndReason.ABANDONED, "the connect request was abandoned"))
         raise
+    if creds.transport not in accepted:
+        # an upstream that answered another transport than expected: the caller could not use
+        # these credentials, so nobody gets them
+        with contextlib.suppress(Exception):
+            await asyncio.shield(svc.end(rec.id, EndReason.ERROR, "the caller cannot use this transport"))
+        raise transport.unsupported(creds.transport, accepted)
     body = {
         "sessionId": rec.id,
         "serverUrl": creds.serverUrl,
