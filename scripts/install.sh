@@ -52,4 +52,14 @@ if [ -f web/vendor/package.json ] && command -v npm >/dev/null 2>&1; then
 elif [ -f web/vendor/package.json ]; then
   echo "note: npm not found, the Runway SDK bundle (web/vendor) was not built; the local-engine transport works without it" >&2
 fi
+# --test: the page on Runway's React SDK that tests/e2e/test_react_sdk.py serves (tests/e2e/react_sdk).
+# The test builds it itself when it is missing, and fails (never skips) without npm.
+if [ "$want_test" = 1 ] && [ -f tests/e2e/react_sdk/package.json ]; then
+  if command -v npm >/dev/null 2>&1 \
+     && (cd tests/e2e/react_sdk && npm ci --silent --no-audit --no-fund && npm run --silent build) >/dev/null 2>&1; then
+    echo "built tests/e2e/react_sdk/dist/react-sdk-app.js (Runway's React SDK, for the browser tests)"
+  else
+    echo "note: tests/e2e/react_sdk was not built (npm missing or the build failed); test_react_sdk.py will fail" >&2
+  fi
+fi
 echo "installed into .venv"

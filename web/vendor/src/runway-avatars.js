@@ -70,6 +70,13 @@ export async function connect({
   });
 
   // audio: the visitor's microphone; video: no camera (the avatar only listens).
+  // `_connect` is the SDK's own join (what its streamTo/connect call after consuming in the
+  // browser); it has no public entry point taking credentials the server already consumed. The
+  // version is pinned (package.json) and tests/e2e/test_react_sdk.py checks this call reaches
+  // LiveKit with the token; the guard below makes an upgrade that drops it fail clearly.
+  if (typeof session._connect !== "function") {
+    throw new Error("@runwayml/avatars has no AvatarSession._connect any more: see web/vendor/README.md");
+  }
   await session._connect(serverUrl, token, { audio: microphone, video: false });
   connected = true;
   if (session.state === "ended" || session.state === "error") finish("disconnected");
