@@ -17,6 +17,7 @@ from aiohttp import web
 from . import appkeys as K
 from .api import (
     avatars,
+    conversations,
     cors,
     documents,
     health,
@@ -29,6 +30,7 @@ from .api import (
     signal,
     sites,
 )
+from .conversations import ConversationService, UsageService
 from .demo import ensure_demo_site
 from .engine.api import create_engine_app
 from .engine.config import EngineConfig
@@ -43,6 +45,7 @@ from .settings import Settings, load_or_create_admin_token
 from .signalling.broker import SignalBroker
 from .store.budget import BudgetStore
 from .store.connection import open_redis, pool_in_use
+from .store.conversations import ConversationStore
 from .store.demo import DemoSiteRef
 from .store.engine_catalog import EngineCatalogStore
 from .store.events import EventBus
@@ -94,6 +97,7 @@ def create_app(settings: Settings, *, engine_config: EngineConfig | None = None)
     app.cleanup_ctx.append(_bus_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
     app.cleanup_ctx.append(_knowledge_ctx)
+    app.cleanup_ctx.append(_conversations_ctx)
     app.on_shutdown.append(_close_sockets)
     app.on_response_prepare.append(security.add_security_headers)
 
@@ -104,6 +108,7 @@ def create_app(settings: Settings, *, engine_config: EngineConfig | None = None)
     app.add_routes(sites.routes)
     app.add_routes(avatars.routes)
     app.add_routes(documents.routes)
+    app.add_routes(conversations.routes)
     app.add_routes(openapi.routes)
     app.add_routes(pages.routes)
 
@@ -224,6 +229,20 @@ async def _knowledge_ctx(app: web.Application) -> AsyncIterator[None]:
     app[K.ADMISSION] = Admission(sessions=sessions, sites=app[K.SITES], load=app[K.LOAD],
                                  avatar_check=service.check_session_avatar)
     yield
+
+
+async def _conversations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Conversations (recorded as sessions that reached RUNNING end; their upstream transcripts
+    fetched by one loop per instance) and the usage ledger."""
+    store = ConversationStore(app[K.REDIS].client)
+    service = ConversationService(store=store, upstream=app[K.UPSTREAM],
+                                  retention_days=app[K.SETTINGS].conversation_retention_days)
+    app[K.CONVERSATIONS] = service
+    app[K.USAGE] = UsageService(store=store, upstream=app[K.UPSTREAM])
+    app[K.SESSIONS].observe(service)
+    service.start()
+    yield
+    await service.close()
 
 
 async def _close_sockets(app: web.Application) -> None:

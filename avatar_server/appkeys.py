@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .conversations import ConversationService, UsageService
 from .knowledge.service import KnowledgeService
 from .sessions.admission import Admission
 from .sessions.load import LoadMonitor
@@ -35,3 +36,5 @@ KNOWLEDGE = web.AppKey("knowledge", KnowledgeService)
 ADMISSION = web.AppKey("admission", Admission)
 LOAD = web.AppKey("load", LoadMonitor)
 BUDGET = web.AppKey("budget", RequestBudget)
+CONVERSATIONS = web.AppKey("conversations", ConversationService)
+USAGE = web.AppKey("usage", UsageService)

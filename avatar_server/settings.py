@@ -117,6 +117,8 @@ class Settings:
     upstream_check_interval: float = 15.0
     upstream_timeout: float = 15.0
     lease_seconds: float = 15.0
+    # Conversations (transcripts) are kept this many days after they end (fractions allowed).
+    conversation_retention_days: float = 30.0
     log_level: str = "INFO"
     log_json: bool = False
     # Browser starts (publishable keys): per client address, fixed one-minute windows; 0 disables.
@@ -185,6 +187,8 @@ class Settings:
             upstream_check_interval=_float(env, "AVATAR_SERVER_UPSTREAM_CHECK_SECONDS", 15.0, 0.5, 600.0),
             upstream_timeout=_float(env, "AVATAR_SERVER_UPSTREAM_TIMEOUT_SECONDS", 15.0, 0.2, 120.0),
             lease_seconds=_float(env, "AVATAR_SERVER_LEASE_SECONDS", 15.0, 1.0, 300.0),
+            conversation_retention_days=_float(env, "AVATAR_SERVER_CONVERSATION_RETENTION_DAYS", 30.0,
+                                               0.0001, 3650.0),
             log_level=level,
             log_json=(env.get("AVATAR_SERVER_LOG_FORMAT") or "").strip().lower() == "json",
             start_rate_per_minute=_int(env, "AVATAR_SERVER_START_RATE_PER_MINUTE", 10, 0, 1_000_000),

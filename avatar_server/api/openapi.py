@@ -223,6 +223,43 @@ def _register_knowledge() -> None:
 _register_knowledge()
 
 
+def _register_conversations() -> None:
+    """Conversations and usage (admin; ``api.conversations``)."""
+    from ..models.conversations import Conversation, ConversationDeleted, ConversationPage, Usage
+
+    site = Param("siteId", {"type": "string"}, "a site's id, or admin (sessions started with the admin token)")
+    avatar = Param("avatarId", {"type": "string", "maxLength": 64}, "a preset's id or a custom avatar's id")
+    start = Param("from", {"type": "string", "maxLength": 40}, "ISO-8601 date-time or YYYY-MM-DD (UTC)")
+    end = Param("to", {"type": "string", "maxLength": 40}, "ISO-8601 date-time or YYYY-MM-DD (UTC, that whole day)")
+    register(
+        Operation(
+            "GET", "/v1/conversations", "List conversations, newest first (one per session that reached RUNNING)",
+            "conversations", responses={200: ConversationPage}, errors=(*ADMIN_ERRORS, 422),
+            query=(site, avatar, start, end,
+                   Param("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "page size"),
+                   Param("cursor", {"type": "string", "maxLength": 60}, "the nextCursor of the previous page")),
+            description="Kept AVATAR_SERVER_CONVERSATION_RETENTION_DAYS (default 30) after the session ended. "
+                        "status pending while the upstream's transcript is fetched (retried with backoff for "
+                        "about five minutes), then ended/failed as the upstream says, or unavailable."),
+        Operation("GET", "/v1/conversations/{id}", "Read a conversation and its transcript", "conversations",
+                  responses={200: Conversation}, errors=(*ADMIN_ERRORS, 404)),
+        Operation(
+            "DELETE", "/v1/conversations/{id}", "Erase a conversation, ours and the upstream's", "conversations",
+            responses={200: ConversationDeleted}, errors=(*ADMIN_ERRORS, 404),
+            description="Ours is erased in any case; upstream says whether the upstream erased its copy "
+                        "(refused, with upstreamMessage, when it did not)."),
+        Operation(
+            "GET", "/v1/usage", "Usage per UTC day, site and end reason, with the upstream's beside it",
+            "conversations", responses={200: Usage}, errors=(*ADMIN_ERRORS, 422), query=(start, end, site, avatar),
+            description="Our ledger counts conversations (sessions that reached RUNNING) on the day they "
+                        "started, with our measured seconds. upstream: the upstream's /v1/avatar_usage for the "
+                        "same days (every session it created, whole account), or null with upstreamError."),
+    )
+
+
+_register_conversations()
+
+
 # --------------------------------------------------------------------------- building
 
 

@@ -41,6 +41,7 @@ import hmac
 import json
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ from avatar_server.bearer import MalformedCredential, parse_bearer
 from avatar_server.engine.catalog import CatalogKnowledge, EngineCatalog
 from avatar_server.engine.catalog_api import add_catalog_routes
 from avatar_server.engine.config import Delay, EngineConfig
-from avatar_server.engine.conversations_api import add_conversation_routes
+from avatar_server.engine.conversations_api import TRANSCRIPT_MAX, add_conversation_routes
 from avatar_server.engine.faults import FaultInjector, FaultRule, FaultRuleError
 from avatar_server.engine.media.conversation import KnowledgeSource
 from avatar_server.engine.media.manager import MediaManager
@@ -159,6 +160,11 @@ def _wire_media(app: web.Application, state: EngineState, media: MediaManager) -
             closing.add(task)
             task.add_done_callback(closing.discard)
 
+    def on_turn(session_id: str, role: str, text: str) -> None:
+        session = state.sessions.get(session_id)
+        if session is not None and len(session.transcript) < TRANSCRIPT_MAX:
+            session.transcript.append({"role": role, "content": text, "timestamp": iso(time.time())})
+
     state.add_listener(on_terminal)
     add_rtc_routes(
         app,
@@ -166,6 +172,7 @@ def _wire_media(app: web.Application, state: EngineState, media: MediaManager) -
         get_session=get_session,
         on_connected=state.mark_connected,
         on_closed=lambda session_id, reason: state.mark_completed(session_id),
+        on_turn=on_turn,
     )
 
 

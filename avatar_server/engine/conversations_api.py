@@ -9,8 +9,16 @@ As on Runway, a conversation's id is its realtime session's id; every session th
 created has one (NOT_READY, READY and RUNNING are ``in_progress``; COMPLETED and CANCELLED
 ``ended``; FAILED ``failed``). ``startDate`` is inclusive and ``endDate`` exclusive, on
 ``createdAt``; ``avatar`` keeps the sessions of one custom avatar. Shapes are exactly the
-OpenAPI document's (no key beyond it, nullable keys always present). The transcript is
-empty: the media peer answers questions without keeping the turns. ``recordingUrl`` is null.
+OpenAPI document's (no key beyond it, nullable keys always present). The transcript is what
+the media peer had: each visitor message as the engine understood it (``user``; the data
+channel's text) and each answer the avatar spoke (``assistant``, the start script included),
+with the time it happened, at most 1,000 turns. ``recordingUrl`` is null (nothing is recorded).
+
+    GET    /v1/avatar_usage?startDate&endDate  200 {totalSeconds, totalSessions, avgDurationSeconds, byDay}
+
+Usage counts the sessions *created* in ``[startDate, endDate)`` (both required, at most 90 days
+apart), by UTC day; seconds are the measured durations (sessions that never connected count as
+sessions with no seconds), every day of the range listed, zeroes included.
 
 Decisions where Runway's material is silent:
 
@@ -31,8 +39,8 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -41,6 +49,7 @@ from avatar_server.engine.errors import EngineError
 from avatar_server.engine.state import EngineSession, EngineState, EngineStatus, iso
 from avatar_server.engine.validation import UUID4, Issues
 
+TRANSCRIPT_MAX = 1000  # the schema's maxItems
 LIMIT_DEFAULT = 20
 LIMIT_MAX = 100
 CURSOR_MAX = 1000
@@ -112,6 +121,11 @@ def add_conversation_routes(
         deleted.add(session.id)
         return web.Response(status=204)
 
+    async def usage(request: web.Request) -> web.StreamResponse:
+        start, end = parse_usage_query(request.query)
+        return web.json_response(usage_of(state.sessions.values(), start, end))
+
+    app.router.add_get("/v1/avatar_usage", route("usage", usage), allow_head=False)
     app.router.add_get("/v1/avatar_conversations", route("conversation_list", list_conversations),
                        allow_head=False)
     app.router.add_get("/v1/avatar_conversations/{id}", route("conversation_get", get_conversation),
@@ -213,6 +227,63 @@ def decode_cursor(cursor: str) -> tuple[float, str] | None:
     return (float(t), i)
 
 
+# -- usage --------------------------------------------------------------------------------------
+
+USAGE_MAX_DAYS = 90
+_DAY = 86_400
+
+
+def parse_usage_query(query: Mapping[str, str]) -> tuple[float, float]:
+    """``startDate`` (inclusive) and ``endDate`` (exclusive), both required, ``endDate`` after
+    ``startDate`` and at most 90 days later; else 400 with issues."""
+    issues = Issues()
+    dates: dict[str, float | None] = {}
+    for name in ("startDate", "endDate"):
+        dates[name] = parse_date(query[name]) if name in query else None
+        if name not in query:
+            issues.add("invalid_type", [name], "Required")
+        elif dates[name] is None:
+            issues.add("invalid_string", [name], "Invalid datetime")
+    start, end = dates["startDate"], dates["endDate"]
+    if start is not None and end is not None:
+        if end <= start:
+            issues.add("custom", ["endDate"], "endDate must be after startDate")
+        elif end - start > USAGE_MAX_DAYS * _DAY:
+            issues.add("custom", ["endDate"], f"The date range must not exceed {USAGE_MAX_DAYS} days")
+    if issues.items:
+        first = issues.items[0]
+        raise EngineError(400, f"Invalid query: {first['path'][0]}: {first['message']}", issues.items)
+    assert start is not None and end is not None
+    return start, end
+
+
+def usage_of(sessions: Iterable[EngineSession], start: float, end: float) -> dict[str, Any]:
+    """Runway's usage object for the sessions created in ``[start, end)``, per UTC day."""
+    days: dict[str, list[int]] = {}
+    day = datetime.fromtimestamp(start, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    while day.timestamp() < end:
+        days[day.strftime("%Y-%m-%d")] = [0, 0]
+        day += timedelta(days=1)
+    total = seconds = measured = 0
+    for s in sessions:
+        if not start <= s.created_at < end:
+            continue
+        total += 1
+        bucket = days.setdefault(datetime.fromtimestamp(s.created_at, UTC).strftime("%Y-%m-%d"), [0, 0])
+        bucket[0] += 1
+        duration = _duration(s)
+        if duration is not None:
+            measured += 1
+            seconds += duration
+            bucket[1] += duration
+    return {
+        "totalSeconds": seconds,
+        "totalSessions": total,
+        "avgDurationSeconds": round(seconds / measured) if measured else 0,
+        "byDay": [{"date": d, "sessions": n, "seconds": sec} for d, (n, sec) in sorted(days.items())],
+    }
+
+
 # -- the wire shapes ----------------------------------------------------------------------------
 
 
@@ -284,7 +355,7 @@ def detail(s: EngineSession) -> dict[str, Any]:
         "avatar": _detail_avatar(s),
         "createdAt": iso(s.created_at),
         "maxDuration": s.max_duration,
-        "transcript": [],
+        "transcript": [dict(turn) for turn in s.transcript[:TRANSCRIPT_MAX]],
         "recordingUrl": None,
         "tools": [
             {"type": t.get("type"), "name": t.get("name"), "description": t.get("description")}

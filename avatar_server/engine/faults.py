@@ -7,7 +7,7 @@ first matching rule (its own op, or ``any``), FIFO, and spends one of its
     {"op": "create"|"get"|"consume"|"delete"|"any"     (any: any realtime-session op)
            | "avatar_create"|"avatar_get"|"avatar_update"|"avatar_delete"|"avatar_list"
            | "document_create"|"document_get"|"document_update"|"document_delete"|"document_list"
-           | "conversation_list"|"conversation_get"|"conversation_delete",
+           | "conversation_list"|"conversation_get"|"conversation_delete"|"usage",
      "status": 429,            # optional: answer this error status (>= 400)
      "retryAfter": 2,          # optional: Retry-After header (seconds)
      "times": 1,               # how many requests the rule applies to (>= 1)
@@ -31,7 +31,7 @@ from typing import Any, Literal
 OPS = ("create", "get", "consume", "delete")
 CATALOG_OPS = tuple(f"{kind}_{action}" for kind in ("avatar", "document")
                     for action in ("create", "get", "update", "delete", "list"))
-CONVERSATION_OPS = ("conversation_list", "conversation_get", "conversation_delete")
+CONVERSATION_OPS = ("conversation_list", "conversation_get", "conversation_delete", "usage")
 OTHER_OPS = (*CATALOG_OPS, *CONVERSATION_OPS)  # not realtime-session ops: "any" leaves them alone
 RuleOp = str  # one of OPS, OTHER_OPS or "any"
 

@@ -114,6 +114,8 @@ class EngineSession:
     avatar_record: dict[str, Any] | None = None
     # Set by fail-next at create: (failureCode, failure) used instead of READY.
     planned_failure: tuple[str, str] | None = None
+    # The conversation's turns as the media peer had them: {role, content, timestamp} (Runway's shape).
+    transcript: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def media_allowed(self) -> bool:

@@ -250,3 +250,34 @@ def instance_alive(instance_id: str) -> str:
 def reconcile_lock() -> str:
     """String with TTL: the instance reconciling the create journal right now (one at a time)."""
     return f"{PREFIX}journal:lock"
+
+
+# -- conversations and usage (store.conversations) ---------------------------------------------
+
+
+def conversation(session_id: str) -> str:
+    """String (JSON) with a TTL (the retention): a finished session's conversation, transcript included."""
+    return f"{PREFIX}conv:{session_id}"
+
+
+def conversations_index(scope: str) -> str:
+    """Sorted set: conversation ids scored by startedAt (ms). ``scope``: ``all``, ``site:<id>``,
+    ``admin`` (no site) or ``avatar:<presetId or avatarId>``."""
+    return f"{PREFIX}convs:{scope}"
+
+
+def conversations_pending() -> str:
+    """Sorted set: conversation ids whose upstream transcript is still to fetch, scored by the next
+    attempt (epoch seconds; a claim pushes the score ahead, as with timers)."""
+    return f"{PREFIX}convs:pending"
+
+
+def conversation_attempts() -> str:
+    """Hash: conversation id → upstream fetches tried so far (while it is pending)."""
+    return f"{PREFIX}convs:attempts"
+
+
+def usage_day(date: str) -> str:
+    """Hash: the usage ledger of one UTC day (``YYYY-MM-DD``): ``<site>|<avatar>|<metric>`` → count,
+    ``*`` meaning any; metrics ``sessions``, ``seconds``, ``reason:<endReason>``."""
+    return f"{PREFIX}usage:{date}"

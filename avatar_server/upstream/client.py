@@ -78,6 +78,7 @@ SESSIONS_PATH = "/v1/realtime_sessions"
 AVATARS_PATH = "/v1/avatars"
 DOCUMENTS_PATH = "/v1/documents"
 CONVERSATIONS_PATH = "/v1/avatar_conversations"
+USAGE_PATH = "/v1/avatar_usage"
 PING_PATH = f"{SESSIONS_PATH}/00000000-0000-4000-8000-000000000000"
 PING_TIMEOUT = 2.0
 _MESSAGE_LIMIT = 300
@@ -270,6 +271,28 @@ class UpstreamClient:
             raise _malformed("list_conversations", exc) from exc
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
             raise _malformed("list_conversations", TypeError("not a page"))
+        return data
+
+    async def get_conversation(self, conversation_id: str) -> dict[str, Any]:
+        """``GET /v1/avatar_conversations/{id}`` (the realtime session's id): the conversation,
+        status-discriminated (``in_progress``, ``ended``, ``failed``), with its transcript."""
+        return await self._object("GET", _item_path(CONVERSATIONS_PATH, conversation_id), "get_conversation")
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        """``DELETE /v1/avatar_conversations/{id}``: True if deleted, False if the upstream says 404."""
+        return await self._delete(_item_path(CONVERSATIONS_PATH, conversation_id), "delete_conversation")
+
+    async def get_usage(self, start_date: datetime | float, end_date: datetime | float) -> dict[str, Any]:
+        """``GET /v1/avatar_usage``: ``{totalSeconds, totalSessions, avgDurationSeconds, byDay}`` for
+        ``[start_date, end_date)`` (at most 90 days; per UTC day)."""
+        params = {"startDate": _iso_z(start_date), "endDate": _iso_z(end_date)}
+        resp, _ = await self._send("GET", USAGE_PATH, op="get_usage", params=params)
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise _malformed("get_usage", exc) from exc
+        if not isinstance(data, dict) or not isinstance(data.get("byDay"), list):
+            raise _malformed("get_usage", TypeError("not a usage object"))
         return data
 
     async def _create(self, path: str, body: dict[str, Any], op: str) -> dict[str, Any]:

@@ -63,6 +63,7 @@ class MediaManager:
         on_connected: Callable[[], None],
         on_closed: Callable[[str], None],
         max_duration: float | None = None,
+        on_turn: Callable[[str, str], None] | None = None,
     ) -> dict[str, str]:
         """Answer a visitor's offer for ``session_id``; ``{"sdp", "type"}``.
 
@@ -95,6 +96,7 @@ class MediaManager:
                 on_closed=closed,
                 connect_timeout=self._connect_timeout(),
                 max_duration=max_duration,
+                on_turn=on_turn,
             )
             self._peers[session_id] = peer
             try:

@@ -99,6 +99,7 @@ class EnginePeer:
         on_closed: Callable[[str], None],
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
         max_duration: float | None = None,
+        on_turn: Callable[[str, str], None] | None = None,
     ) -> None:
         self.session_id = session_id
         self.avatar = avatar
@@ -112,6 +113,7 @@ class EnginePeer:
         self._knowledge = knowledge
         self._on_connected = on_connected
         self._on_closed = on_closed
+        self._on_turn = on_turn
         self._connect_timeout = connect_timeout
         self._max_duration = max_duration
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers(ice)))
@@ -226,6 +228,7 @@ class EnginePeer:
     async def _reply_to(self, text: str) -> None:
         try:
             self.send({"type": "transcription", "role": "user", "text": text, "final": True})
+            self._turn("user", text)
             reply = await self.reply(text)
             await self.say(reply.text)
         finally:
@@ -249,7 +252,14 @@ class EnginePeer:
                 return
             pcm = await self._speech.synthesize(text, self._voice)
             self.send({"type": "transcription", "role": "assistant", "text": text, "final": True})
+            self._turn("assistant", text)
             self.audio.enqueue(pcm)
+
+    def _turn(self, role: str, text: str) -> None:
+        """Tell the owner one turn of the conversation (what the visitor said as the engine understood
+        it, or what the avatar answered), for the session's transcript."""
+        if self._on_turn is not None:
+            self._call(self._on_turn, role, text)
 
     def send(self, message: dict[str, Any]) -> None:
         text = json.dumps(message)

@@ -87,6 +87,7 @@ def add_rtc_routes(
     on_closed: Callable[[str, str], None],
     session_media: Callable[[object], SessionMedia] = session_media_of,
     path: str = "/v1/rtc/{id}",
+    on_turn: Callable[[str, str, str], None] | None = None,
 ) -> None:
     """Register the offer/answer endpoint (and its CORS preflight) on ``app``.
 
@@ -94,7 +95,8 @@ def add_rtc_routes(
     raise an ``AvatarServerError`` (or any exception with ``status`` and
     ``message``) to refuse, e.g. 409 for a session that is not consumed.
     ``on_connected(id)`` fires when media flows, ``on_closed(id, reason)`` once
-    when the peer ends (reasons: ``peer.CloseReason`` values).
+    when the peer ends (reasons: ``peer.CloseReason`` values); ``on_turn(id, role, text)`` for each
+    turn of the conversation (``user``: the visitor's message as understood; ``assistant``: the answer).
     """
 
     async def _session(session_id: str) -> object | None:
@@ -129,6 +131,7 @@ def add_rtc_routes(
                 max_duration=media.max_duration,
                 on_connected=lambda: on_connected(session_id),
                 on_closed=lambda reason: on_closed(session_id, reason),
+                on_turn=(lambda role, text: on_turn(session_id, role, text)) if on_turn is not None else None,
             )
             # The session may have ended (cancelled, capped) while the peer was being built, before
             # its owner could see a peer to close: look again, and close the peer if so.
