@@ -629,9 +629,10 @@ async def test_a_full_waiting_room_says_when_to_come_back(make_server: ServerFac
                 () => ({{ok: true}}), (err) => ({{ok: false, reason: err.reason, message: err.message,
                                                  status: err.status, retryAfter: err.retryAfter}}))""")
             assert outcome["ok"] is False and outcome["reason"] == "server_busy", outcome
-            assert outcome["status"] == 503 and outcome["retryAfter"] == retry_after, outcome
+            # the wait comes from when the slot's holder ends: a moment later, a moment less
+            assert outcome["status"] == 503 and 1 <= outcome["retryAfter"] <= retry_after, outcome
             expected = await page.evaluate(
-                f"import('{server.base}/widget.js').then((m) => m.aboutWait({retry_after}))")
+                f"import('{server.base}/widget.js').then((m) => m.aboutWait({outcome['retryAfter']}))")
             assert f"Please try again in {expected}." in outcome["message"], outcome
             ended = await wait_ended(page, 5)
             assert ended["reason"] == "server_busy" and ended["sessionId"] is None, ended
