@@ -21,6 +21,7 @@ from .api import (
     cors,
     documents,
     health,
+    metrics,
     middlewares,
     openapi,
     pages,
@@ -29,6 +30,7 @@ from .api import (
     sessions,
     signal,
     sites,
+    webhooks,
 )
 from .conversations import ConversationService, UsageService
 from .demo import ensure_demo_site
@@ -36,6 +38,7 @@ from .engine.api import create_engine_app
 from .engine.config import EngineConfig
 from .knowledge.service import KnowledgeService, end_avatar_sessions
 from .logs import install_redaction, register_secret
+from .metrics import Metrics, MetricsObserver, Sources
 from .sessions.admission import Admission
 from .sessions.load import LoadMonitor
 from .sessions.room import WaitingRoom
@@ -50,12 +53,15 @@ from .store.demo import DemoSiteRef
 from .store.engine_catalog import EngineCatalogStore
 from .store.events import EventBus
 from .store.knowledge import KnowledgeLock, KnowledgeStore
+from .store.metrics import DeploymentFigures
+from .store.outbox import OutboxStore
 from .store.ratelimit import RateLimiter
 from .store.room import RoomStore
 from .store.sessions import SessionStore
 from .store.sites import SiteStore
 from .upstream import UpstreamClient
 from .upstream.budget import RequestBudget
+from .webhooks import Sender, WebhookService
 
 log = logging.getLogger("avatar_server")
 
@@ -79,6 +85,7 @@ def create_app(settings: Settings, *, engine_config: EngineConfig | None = None)
     admin_token, generated = load_or_create_admin_token(settings)
     register_secret(admin_token)
     register_secret(settings.runway_secret)
+    register_secret(settings.metrics_token)
     app = web.Application(
         middlewares=[middlewares.request_context, cors.cors, middlewares.errors, security.body_limits],
         client_max_size=MAX_BODY,
@@ -86,6 +93,7 @@ def create_app(settings: Settings, *, engine_config: EngineConfig | None = None)
     app[K.SETTINGS] = settings
     app[K.ADMIN_TOKEN] = admin_token
     app[K.SOCKETS] = set()
+    app[K.METRICS] = Metrics()  # counters from the first request on; its Redis figures: _operations_ctx
     if generated:
         # printed once, to the console only (never logged through the logging system)
         print(f"avatar-server: generated an admin token in {settings.data_dir / 'admin-token'}", flush=True)
@@ -97,6 +105,7 @@ def create_app(settings: Settings, *, engine_config: EngineConfig | None = None)
     app.cleanup_ctx.append(_bus_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
     app.cleanup_ctx.append(_knowledge_ctx)
+    app.cleanup_ctx.append(_operations_ctx)
     app.cleanup_ctx.append(_conversations_ctx)
     app.on_shutdown.append(_close_sockets)
     app.on_response_prepare.append(security.add_security_headers)
@@ -108,6 +117,8 @@ def create_app(settings: Settings, *, engine_config: EngineConfig | None = None)
     app.add_routes(sites.routes)
     app.add_routes(avatars.routes)
     app.add_routes(documents.routes)
+    app.add_routes(webhooks.routes)
+    app.add_routes(metrics.routes)
     app.add_routes(conversations.routes)
     app.add_routes(openapi.routes)
     app.add_routes(pages.routes)
@@ -157,6 +168,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         base_url=base, api_secret=key, read_timeout=s.upstream_timeout, gate=budget.acquire,
         # enough connections for a second of the budget in flight, bounded
         max_connections=max(20, min(400, 2 * s.upstream_max_rps)),
+        observe=app[K.METRICS].upstream_request,
     )
     app[K.BUDGET] = budget
     app[K.UPSTREAM] = client
@@ -243,6 +255,28 @@ async def _conversations_ctx(app: web.Application) -> AsyncIterator[None]:
     service.start()
     yield
     await service.close()
+
+
+async def _operations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Metrics (the deployment's figures read from Redis at scrape time; counters per instance) and
+    webhooks (the outbox and this instance's delivery loop); both hear sessions as observers."""
+    s = app[K.SETTINGS]
+    redis = app[K.REDIS].client
+    sessions = app[K.SESSIONS]
+    metrics = app[K.METRICS]
+    outbox = OutboxStore(redis)
+    metrics.sources = Sources(sessions=DeploymentFigures(redis).sessions, room=sessions.room.snapshot,
+                              webhook_backlog=outbox.backlog, room_size=s.waiting_room_size)
+    app[K.ADMISSION].outcomes = metrics.session_start
+    hooks = WebhookService(outbox=outbox, sites=app[K.SITES], consumer=sessions.instance_id,
+                           sender=Sender(timeout=s.webhook_timeout, allow_private=s.allow_private_targets),
+                           retry_base=s.webhook_retry_seconds, observe=metrics.webhook_attempt)
+    app[K.WEBHOOKS] = hooks
+    sessions.observe(MetricsObserver(metrics))
+    sessions.observe(hooks)
+    hooks.start()
+    yield
+    await hooks.close()
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from .conversations import ConversationService, UsageService
 from .knowledge.service import KnowledgeService
+from .metrics import Metrics
 from .sessions.admission import Admission
 from .sessions.load import LoadMonitor
 from .sessions.service import SessionService
@@ -19,6 +20,7 @@ from .store.ratelimit import RateLimiter
 from .store.sites import SiteStore
 from .upstream import UpstreamClient
 from .upstream.budget import RequestBudget
+from .webhooks import WebhookService
 
 SETTINGS = web.AppKey("settings", Settings)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
@@ -38,3 +40,5 @@ LOAD = web.AppKey("load", LoadMonitor)
 BUDGET = web.AppKey("budget", RequestBudget)
 CONVERSATIONS = web.AppKey("conversations", ConversationService)
 USAGE = web.AppKey("usage", UsageService)
+METRICS = web.AppKey("metrics", Metrics)
+WEBHOOKS = web.AppKey("webhooks", WebhookService)

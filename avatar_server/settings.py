@@ -144,6 +144,13 @@ class Settings:
     waiting_room: bool = True
     # This instance refuses starts (503 server_busy) while its event loop lags more than this.
     overload_lag: float = 0.5
+    # GET /metrics also opens with this bearer token (a scraper's credential); None: admin token only.
+    metrics_token: str | None = field(default=None, repr=False)
+    # Development and tests only: webhook (and tool) URLs may be http:// and loopback/private hosts.
+    allow_private_targets: bool = False
+    # Webhook deliveries: each attempt's total deadline; the first retry's delay (doubling, ≤ 1 h).
+    webhook_timeout: float = 10.0
+    webhook_retry_seconds: float = 5.0
 
     @property
     def engine_mode(self) -> bool:
@@ -203,7 +210,18 @@ class Settings:
             waiting_room_size=_int(env, "AVATAR_SERVER_WAITING_ROOM_SIZE", 1000, 0, 1_000_000),
             waiting_room=_bool(env, "AVATAR_SERVER_WAITING_ROOM", default=True),
             overload_lag=_float(env, "AVATAR_SERVER_OVERLOAD_LAG_SECONDS", 0.5, 0.05, 60.0),
+            metrics_token=_metrics_token(env),
+            allow_private_targets=_bool(env, "AVATAR_SERVER_ALLOW_PRIVATE_TARGETS", default=False),
+            webhook_timeout=_float(env, "AVATAR_SERVER_WEBHOOK_TIMEOUT_SECONDS", 10.0, 1.0, 60.0),
+            webhook_retry_seconds=_float(env, "AVATAR_SERVER_WEBHOOK_RETRY_SECONDS", 5.0, 0.1, 3600.0),
         )
+
+
+def _metrics_token(env: Mapping[str, str]) -> str | None:
+    token = (env.get("AVATAR_SERVER_METRICS_TOKEN") or "").strip() or None
+    if token is not None and (len(token) < 16 or not (token.isascii() and token.isprintable()) or " " in token):
+        raise ConfigError("AVATAR_SERVER_METRICS_TOKEN must be at least 16 printable ASCII characters, no spaces")
+    return token
 
 
 def load_or_create_admin_token(settings: Settings) -> tuple[str, bool]:

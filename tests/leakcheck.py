@@ -12,7 +12,8 @@ credential in exactly the two places it is meant for: the ``token`` of a
 ``POST /v1/sessions/connect`` answer and of the ``credentials`` frame on the session's own
 signal socket — and there the ``token`` must be a media credential the upstream issued (never
 a session key or any other secret), handed to one session only. Client tokens and publishable
-keys are secrets for logs too.
+keys are secrets for logs too, and so are sites' webhook secrets (``webhookSecret``, learnt from
+the answers that show them once).
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class LeakGuard:
         data = _json(text)
         for obj in (data if isinstance(data, list) else [data]):
             if isinstance(obj, dict):
-                for name in ("clientToken", "publishableKey"):
+                for name in ("clientToken", "publishableKey", "webhookSecret"):
                     if isinstance(obj.get(name), str):
                         self.browser_tokens.add(obj[name])
                 for item in obj.get("data", []) if isinstance(obj.get("data"), list) else []:
@@ -131,6 +132,7 @@ def _json(text: str) -> Any:
 def _name(secret: str) -> str:
     kind = ("the admin token" if secret == ADMIN_TOKEN else "the Runway secret" if secret == ENGINE_KEY
             else "a client token" if secret.startswith("ct_") else "a publishable key" if secret.startswith("pk_")
+            else "a webhook secret" if secret.startswith("whsec_")
             else "an upstream session key or media credential")
     return f"{kind} ({secret[:4]}…)"
 

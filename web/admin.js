@@ -1,5 +1,5 @@
 // The admin console: avatars, knowledge documents (and each avatar's knowledge budget), sites
-// and live sessions (with the waiting room and the upstream request budget), over the server's
+// (and their webhook deliveries) and live sessions (with the waiting room and the upstream request budget), over the server's
 // admin API. Plain ES module, no build step.
 //
 // The admin token is kept in sessionStorage (this tab only) and sent only as
@@ -12,6 +12,7 @@ const DATA_URI_MAX = 5242880; // the longest referenceImage the server takes
 const IMAGE_TYPES = ["image/jpeg", "image/png", "image/webp"];
 const SESSIONS_REFRESH_MS = 3000;
 const AVATARS_REFRESH_MS = 3000; // while some avatar is PROCESSING
+const DELIVERIES_REFRESH_MS = 3000; // while a site's webhooks are open
 
 // Runway's live voice presets and realtime-session preset avatars (avatar_server/models/avatars.py).
 const VOICE_PRESETS = [
@@ -39,7 +40,10 @@ const state = {
   sitesAsked: new Set(), // site ids seen in the room and looked up once
   knowledgeAvatarId: null,
   embedSiteId: null,
-  timers: { sessions: null, avatars: null, tick: null },
+  webhooksSiteId: null,
+  webhookSecret: null, // { siteId, secret }: shown once, after a create or a rotation, until closed
+  deliveries: [],
+  timers: { sessions: null, avatars: null, tick: null, deliveries: null },
 };
 
 // --------------------------------------------------------------------------- the API
@@ -659,10 +663,13 @@ function renderSites() {
         "Edit"),
       h("button", { type: "button", class: "secondary", "data-action": "rotate", onclick: () => rotateKey(s.id) },
         "Rotate key"),
+      h("button", { type: "button", class: "secondary", "data-action": "webhooks",
+        onclick: () => openWebhooks(s.id) }, "Webhooks"),
       h("button", { type: "button", class: "danger", "data-action": "delete", onclick: () => deleteSite(s.id) },
         "Delete"))));
   fillTable($("#sites-table"), rows, $("#sites-empty"));
   if (state.embedSiteId) renderEmbed();
+  if (state.webhooksSiteId) renderWebhooks();
 }
 
 async function refreshSites() {
@@ -709,6 +716,7 @@ function editSite(id) {
   fld(form, "allowedOrigins").value = (s.allowedOrigins || []).join("\n");
   fld(form, "maxConcurrentSessions").value = s.maxConcurrentSessions;
   fld(form, "maxDuration").value = s.maxDuration ?? "";
+  fld(form, "webhookUrl").value = s.webhookUrl ?? "";
   renderSiteAvatarChoices(s.avatarIds || []);
   $("#site-form-title").textContent = `Edit ${s.name}`;
   $("#embed").hidden = true;
@@ -728,12 +736,19 @@ async function saveSite(ev) {
   const maxDuration = fld(form, "maxDuration").value.trim();
   if (maxDuration) body.maxDuration = Number(maxDuration);
   else if (id) body.maxDuration = null; // removes the site's own limit
+  const webhookUrl = fld(form, "webhookUrl").value.trim();
+  if (webhookUrl) body.webhookUrl = webhookUrl;
+  else if (id) body.webhookUrl = null; // stops its webhooks
   const saved = await run(() => (id ? api("PATCH", `/v1/sites/${enc(id)}`, body) : api("POST", "/v1/sites", body)),
     (s) => `Site ${s.name} ${id ? "saved" : "created"}.`);
   if (!saved) return;
   form.hidden = true;
   await refreshSites();
-  if (!id) openEmbed(saved.id);
+  if (!id) {
+    openEmbed(saved.id);
+    // the webhook secret comes in the create answer only: show it now
+    if (saved.webhookUrl && saved.webhookSecret) openWebhooks(saved.id, saved.webhookSecret);
+  }
 }
 
 async function rotateKey(id) {
@@ -756,6 +771,87 @@ async function deleteSite(id) {
   if (state.embedSiteId === id) closeEmbed();
   if (fld($("#site-form"), "id").value === id) $("#site-form").hidden = true;
   await refreshSites();
+}
+
+// --------------------------------------------------------------------------- a site's webhooks
+
+function openWebhooks(id, secret) {
+  state.webhooksSiteId = id;
+  state.webhookSecret = secret ? { siteId: id, secret } : null;
+  state.deliveries = [];
+  renderWebhooks();
+  openPanel($("#webhooks"));
+  refreshDeliveries();
+  clearInterval(state.timers.deliveries);
+  state.timers.deliveries = setInterval(() => {
+    if (state.tab === "sites" && state.webhooksSiteId) refreshDeliveries(true);
+  }, DELIVERIES_REFRESH_MS);
+}
+
+function closeWebhooks() {
+  state.webhooksSiteId = null;
+  state.webhookSecret = null; // forgotten: it is never shown again
+  clearInterval(state.timers.deliveries);
+  state.timers.deliveries = null;
+  $("#webhook-secret").textContent = "";
+  $("#webhooks").hidden = true;
+}
+
+function fmtDelivery(d) {
+  if (d.status === "pending" && d.nextAttemptAt) return `next attempt ${fmtTime(d.nextAttemptAt)}`;
+  if (d.status === "delivered") return `delivered ${fmtTime(d.deliveredAt)}`;
+  return d.status;
+}
+
+function renderWebhooks() {
+  const s = state.sites.find((x) => x.id === state.webhooksSiteId);
+  if (!s) {
+    closeWebhooks();
+    return;
+  }
+  $("#webhooks-site-name").textContent = s.name;
+  $("#webhooks-url").textContent = s.webhookUrl || "no webhook URL: edit the site to set one";
+  const shown = state.webhookSecret && state.webhookSecret.siteId === s.id ? state.webhookSecret.secret : null;
+  $("#webhook-secret-box").hidden = !shown;
+  $("#webhook-secret").textContent = shown || "";
+  const rows = state.deliveries.map((d) => h("tr", { dataset: { id: d.id, status: d.status, attempts: d.attempts } },
+    h("td", {}, h("div", {}, d.event), h("code", { class: "muted small" }, d.id)),
+    h("td", { class: `status-${d.status}` }, fmtDelivery(d)),
+    h("td", { class: "attempts" }, String(d.attempts)),
+    h("td", { class: "small" }, fmtTime(d.lastAttemptAt)),
+    h("td", { class: "small error" }, d.lastError || (d.lastStatus != null ? `HTTP ${d.lastStatus}` : "—")),
+    h("td", { class: "row-actions" },
+      h("button", { type: "button", class: "secondary", "data-action": "redeliver",
+        onclick: () => redeliver(s.id, d.id) }, "Redeliver"))));
+  fillTable($("#deliveries-table"), rows, $("#deliveries-empty"));
+}
+
+async function refreshDeliveries(quiet = false) {
+  const id = state.webhooksSiteId;
+  if (!id) return;
+  const load = () => api("GET", `/v1/sites/${enc(id)}/webhook-deliveries?limit=20`);
+  const page = quiet ? await quietly(load) : await run(load);
+  if (!page || state.webhooksSiteId !== id) return;
+  state.deliveries = page.data || [];
+  renderWebhooks();
+}
+
+async function redeliver(siteId, deliveryId) {
+  const d = await run(() => api("POST", `/v1/sites/${enc(siteId)}/webhook-deliveries/${enc(deliveryId)}/redeliver`),
+    (x) => `${x.event} ${x.id} will be delivered again (same webhook-id).`);
+  if (d) await refreshDeliveries(true);
+}
+
+async function rotateWebhookSecret() {
+  const id = state.webhooksSiteId;
+  const s = state.sites.find((x) => x.id === id);
+  if (!s || !confirm(`Replace the webhook secret of ${s.name}? Deliveries are signed with the new one from ` +
+    "their next attempt; your backend needs it to check them.")) return;
+  const updated = await run(() => api("POST", `/v1/sites/${enc(id)}/rotate-webhook-secret`),
+    (x) => `New webhook secret for ${x.name}: copy it now, it is not shown again.`);
+  if (!updated || state.webhooksSiteId !== id) return;
+  state.webhookSecret = { siteId: id, secret: updated.webhookSecret };
+  renderWebhooks();
 }
 
 function openEmbed(id) {
@@ -996,6 +1092,9 @@ function init() {
   $("#embed-avatar").addEventListener("change", renderEmbed);
   $("#embed-copy").addEventListener("click", copySnippet);
   wireCancel($("#embed"), closeEmbed);
+  $("#deliveries-refresh").addEventListener("click", () => refreshDeliveries());
+  $("#webhook-rotate").addEventListener("click", rotateWebhookSecret);
+  wireCancel($("#webhooks"), closeWebhooks);
 
   $("#sessions-status").addEventListener("change", refreshSessions);
   $("#session-refresh").addEventListener("click", refreshSessions);

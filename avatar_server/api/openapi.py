@@ -37,7 +37,14 @@ from ..models.session_views import (
     WaitingRoomView,
 )
 from ..models.sessions import SessionConnect, SessionCreate
-from ..models.sites import Site, SiteCreate, SitePage, SitePatch
+from ..models.sites import Site, SiteCreate, SitePage, SitePatch, SiteWithSecret
+from ..models.webhooks import (
+    ConversationReadyEvent,
+    SessionEndedEvent,
+    SessionStartedEvent,
+    WebhookDelivery,
+    WebhookDeliveryPage,
+)
 
 TITLE = "avatar_server API"
 VERSION = "1.0.0"
@@ -68,6 +75,23 @@ SECURITY_SCHEMES = {
     "clientToken": {"type": "http", "scheme": "bearer",
                     "description": "A session's clientToken (ct_…): reads and ends that session only, "
                                    "until it ends."},
+    "metricsToken": {"type": "http", "scheme": "bearer",
+                     "description": "AVATAR_SERVER_METRICS_TOKEN: reads GET /metrics only."},
+}
+
+# The OpenAPI document's ``webhooks``: event name → (body model, summary). Each is POSTed to the
+# site's webhookUrl, signed as Standard Webhooks says (webhook-id, webhook-timestamp,
+# webhook-signature: v1,<HMAC-SHA256 with the site's whsec_ secret>).
+WEBHOOK_EVENTS: dict[str, type[BaseModel]] = {
+    "session.started": SessionStartedEvent,
+    "session.ended": SessionEndedEvent,
+    "conversation.ready": ConversationReadyEvent,
+}
+WEBHOOK_HEADERS = {
+    "webhook-id": "the delivery's id (msg_…): the same on every retry and redelivery — drop duplicates by it",
+    "webhook-timestamp": "the attempt's time, epoch seconds (refuse ones more than 5 minutes off)",
+    "webhook-signature": "v1,<base64 HMAC-SHA256 of \"<webhook-id>.<webhook-timestamp>.<body>\"> keyed with the "
+                         "base64-decoded part of the site's webhookSecret after whsec_",
 }
 
 
@@ -163,6 +187,18 @@ register(
               "sites", responses={204: None}, errors=(*ADMIN_ERRORS, 404, 409)),
     Operation("POST", "/v1/sites/{id}/rotate-key", "Replace the publishable key (the old one stops at once)",
               "sites", responses={200: Site}, errors=(*ADMIN_ERRORS, 404)),
+    Operation("POST", "/v1/sites/{id}/rotate-webhook-secret",
+              "Replace the webhook signing secret (shown in this answer only; the next attempt signs with it)",
+              "webhooks", responses={200: SiteWithSecret}, errors=(*ADMIN_ERRORS, 404)),
+    Operation("GET", "/v1/sites/{id}/webhook-deliveries", "The site's latest webhook deliveries, newest first",
+              "webhooks", responses={200: WebhookDeliveryPage}, errors=(*ADMIN_ERRORS, 404, 422),
+              query=(Param("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                           "how many"),)),
+    Operation("POST", "/v1/sites/{id}/webhook-deliveries/{deliveryId}/redeliver",
+              "Deliver again at once (same webhook-id and body; a settled one gets a fresh 24 h of retries)",
+              "webhooks", responses={202: WebhookDelivery}, errors=(*ADMIN_ERRORS, 404)),
+    Operation("GET", "/metrics", "Prometheus metrics (text format; docs/operations.md lists them)", "health",
+              ("admin", "metricsToken"), responses={200: None}, errors=ADMIN_ERRORS),
 )
 
 
@@ -291,6 +327,8 @@ def build_spec(routes: Iterable[tuple[str, str]] | None = None) -> dict[str, Any
         for m in op.responses.values():
             if m is not None:
                 models[(m, "serialization")] = None
+    for event_model in WEBHOOK_EVENTS.values():
+        models[(event_model, "serialization")] = None
     key_map, defs = models_json_schema(list(models), ref_template=REF)
     paths: dict[str, dict[str, Any]] = {}
     for op in ops:
@@ -301,8 +339,24 @@ def build_spec(routes: Iterable[tuple[str, str]] | None = None) -> dict[str, Any
                  "description": "Sessions, sites, avatars and knowledge documents of avatar_server. "
                                 "JSON, camelCase; errors are {\"error\": {\"code\", \"message\", ...}}."},
         "paths": paths,
+        "webhooks": {name: _webhook(name, model, key_map) for name, model in WEBHOOK_EVENTS.items()},
         "components": {"schemas": defs.get("$defs", {}), "securitySchemes": SECURITY_SCHEMES},
     }
+
+
+def _webhook(name: str, model: type[BaseModel], key_map: dict[Any, Any]) -> dict[str, Any]:
+    doc = (model.__doc__ or name).strip().splitlines()[0]
+    return {"post": {
+        "operationId": "webhook_" + name.replace(".", "_"),
+        "summary": doc,
+        "tags": ["webhooks"],
+        "parameters": [{"name": h, "in": "header", "required": True, "schema": {"type": "string"},
+                        "description": text} for h, text in WEBHOOK_HEADERS.items()],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": key_map[(model, "serialization")]}}},
+        "responses": {"2XX": {"description": "received (any other answer, or none within the timeout, is "
+                                             "retried with backoff for 24 h)"}},
+    }}
 
 
 def _operation(op: Operation, key_map: dict[Any, Any]) -> dict[str, Any]:
@@ -431,6 +485,15 @@ def to_markdown(spec: dict[str, Any]) -> str:
             if errors:
                 lines += ["Errors ([ErrorBody](#errorbody)): " + ", ".join(errors) + "."]
             lines.append("")
+    hooks = spec.get("webhooks") or {}
+    if hooks:
+        lines += ["## Webhook events", "",
+                  "POSTed to a site's `webhookUrl` (see docs/operations.md, *Webhooks*). Headers: "
+                  + "; ".join(f"`{h}`: {text}" for h, text in WEBHOOK_HEADERS.items()) + ".", ""]
+        for name, item in hooks.items():
+            op = item["post"]
+            ref = op["requestBody"]["content"]["application/json"]["schema"]
+            lines += [f"### `{name}`", "", op["summary"].rstrip(".") + ".", "", f"Body: {_type(ref, schemas)}.", ""]
     lines += ["## Schemas", ""]
     for name in sorted(schemas):
         schema = schemas[name]

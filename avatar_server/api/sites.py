@@ -12,7 +12,10 @@ from aiohttp import web
 
 from ..appkeys import SETTINGS, SITES
 from ..errors import NotFound, ValidationFailed
-from ..models.sites import Site, SiteCreate, SitePatch
+from ..logs import register_secret
+from ..models.sites import Site, SiteCreate, SitePatch, SiteWithSecret
+from ..store.sites import new_webhook_secret
+from ..webhooks import check_webhook_url
 from . import bodies
 from .auth import require_admin
 from .params import page_params, path_id
@@ -25,6 +28,11 @@ def _check_cap(request: web.Request, max_duration: int | None) -> None:
     if max_duration is not None and max_duration > cap:
         raise ValidationFailed(f"maxDuration may be at most {cap} seconds (the server's cap)",
                                field="maxDuration", limit=cap)
+
+
+async def _check_webhook_url(request: web.Request, url: str | None) -> None:
+    if url is not None:
+        await check_webhook_url(url, allow_private=request.app[SETTINGS].allow_private_targets)
 
 
 def _json(site: Site, status: int = 200) -> web.Response:
@@ -43,8 +51,13 @@ async def create_site(request: web.Request) -> web.Response:
     require_admin(request)
     body = await bodies.parse(request, SiteCreate)
     _check_cap(request, body.maxDuration)
-    site = await request.app[SITES].create(body.model_dump())
-    return _json(site, 201)
+    await _check_webhook_url(request, body.webhookUrl)
+    secret = new_webhook_secret()
+    register_secret(secret)
+    site = await request.app[SITES].create(body.model_dump(), webhook_secret=secret)
+    # the webhook secret is shown here and by rotate-webhook-secret only
+    return web.json_response(SiteWithSecret(**site.model_dump(), webhookSecret=secret).model_dump(mode="json"),
+                             status=201)
 
 
 @routes.get("/v1/sites")
@@ -72,6 +85,7 @@ async def patch_site(request: web.Request) -> web.Response:
     body = await bodies.parse(request, SitePatch)
     changes = body.changes()
     _check_cap(request, changes.get("maxDuration"))
+    await _check_webhook_url(request, changes.get("webhookUrl"))
     site = await request.app[SITES].update(path_id(request, "id", "site"), changes)
     if site is None:
         raise NotFound(f"no site {request.match_info['id']}", code="site_not_found")

@@ -112,6 +112,10 @@ AvatarIds = Annotated[list[AvatarId], Field(min_length=1, max_length=AVATAR_IDS_
 # strict: a JSON integer only (not "20", not true, not 20.0)
 MaxConcurrent = Annotated[int, Field(ge=1, le=CONCURRENCY_MAX, strict=True)]
 SiteMaxDuration = Annotated[int, Field(ge=10, le=300, strict=True)]
+# where the site's webhooks go (syntax here; the target rules, which depend on
+# AVATAR_SERVER_ALLOW_PRIVATE_TARGETS and DNS, in avatar_server.webhooks.targets)
+WebhookUrl = Annotated[str, Field(min_length=8, max_length=2048, examples=["https://api.example.com/hooks/avatar"]),
+                       NoControls]
 
 
 class SiteCreate(RequestBody):
@@ -122,6 +126,7 @@ class SiteCreate(RequestBody):
     avatarIds: AvatarIds
     maxConcurrentSessions: MaxConcurrent
     maxDuration: SiteMaxDuration | None = None
+    webhookUrl: WebhookUrl | None = None
 
     @field_validator("name")
     @classmethod
@@ -132,13 +137,15 @@ class SiteCreate(RequestBody):
 
 
 class SitePatch(RequestBody):
-    """Body of ``PATCH /v1/sites/{id}``: any subset; ``maxDuration: null`` removes the site's own limit."""
+    """Body of ``PATCH /v1/sites/{id}``: any subset; ``maxDuration: null`` removes the site's own limit,
+    ``webhookUrl: null`` stops its webhooks."""
 
     name: SiteName | None = None
     allowedOrigins: AllowedOrigins | None = None
     avatarIds: AvatarIds | None = None
     maxConcurrentSessions: MaxConcurrent | None = None
     maxDuration: SiteMaxDuration | None = None
+    webhookUrl: WebhookUrl | None = None
 
     @field_validator("name", "allowedOrigins", "avatarIds", "maxConcurrentSessions", mode="before")
     @classmethod
@@ -172,12 +179,21 @@ class Site(ResponseModel):
     createdAt: Timestamp
     updatedAt: Timestamp
     keyRotatedAt: Timestamp | None = None
+    webhookUrl: str | None = Field(None, description="where session.started/session.ended (and "
+                                   "conversation.ready) are POSTed, signed with the site's webhook secret")
 
     def allows_avatar(self, avatar_id: str) -> bool:
         try:
             return normalize_avatar_id(avatar_id) in self.avatarIds
         except ValueError:
             return False
+
+
+class SiteWithSecret(Site):
+    """A site with its webhook signing secret: the answer of ``POST /v1/sites`` and of
+    ``POST /v1/sites/{id}/rotate-webhook-secret`` only (never shown again; rotate it if lost)."""
+
+    webhookSecret: str = Field(description="whsec_ + base64: the Standard Webhooks signing secret")
 
 
 class SitePage(ResponseModel):

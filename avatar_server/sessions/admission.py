@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import Forbidden, LimitExceeded, ValidationFailed
+from ..errors import AvatarServerError, Forbidden, LimitExceeded, ValidationFailed
 from ..models.avatars import SESSION_PRESETS
 from ..models.sessions import SessionCreate, SessionRecord
 from ..models.sites import Site
@@ -58,10 +58,29 @@ class Admission:
         self.sites = sites
         self.load = load
         self.avatar_check = avatar_check
+        # hears each start's outcome: "admitted", or the refusal's error code (metrics)
+        self.outcomes: Callable[[str], None] | None = None
 
     async def start(self, starter: Starter, req: SessionCreate, *, avatar_field: str = "avatar.presetId",
                     ) -> tuple[SessionRecord, str]:
         """Admit and open a session; returns (record, clientToken)."""
+        try:
+            opened = await self._start(starter, req, avatar_field)
+        except AvatarServerError as exc:
+            self._outcome(exc.code)
+            raise
+        except Exception:
+            self._outcome("error")
+            raise
+        self._outcome("admitted")
+        return opened
+
+    def _outcome(self, outcome: str) -> None:
+        if self.outcomes is not None:
+            with contextlib.suppress(Exception):
+                self.outcomes(outcome)
+
+    async def _start(self, starter: Starter, req: SessionCreate, avatar_field: str) -> tuple[SessionRecord, str]:
         self.load.check()
         avatar = req.avatar
         if avatar.type == "runway-preset" and avatar.presetId not in SESSION_PRESETS:

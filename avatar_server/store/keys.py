@@ -281,3 +281,39 @@ def usage_day(date: str) -> str:
     """Hash: the usage ledger of one UTC day (``YYYY-MM-DD``): ``<site>|<avatar>|<metric>`` → count,
     ``*`` meaning any; metrics ``sessions``, ``seconds``, ``reason:<endReason>``."""
     return f"{PREFIX}usage:{date}"
+
+
+# --- webhooks: each site's signing secret, the outbox and the deliveries (``store.outbox``) -------
+
+
+def site_webhook_secret(site_id: str) -> str:
+    """String: the site's webhook signing secret (``whsec_…``); kept apart from the site record so
+    that no answer built from the record can carry it."""
+    return f"{PREFIX}site:{site_id}:webhook-secret"
+
+
+def webhook_outbox() -> str:
+    """Stream (consumer group ``deliverers``): deliveries due now, one entry ``{id, site}`` each;
+    acknowledged and deleted once an attempt is recorded."""
+    return f"{PREFIX}webhooks:outbox"
+
+
+def webhook_retries() -> str:
+    """Sorted set: delivery ids waiting for their next attempt, scored by its due time (epoch s)."""
+    return f"{PREFIX}webhooks:retries"
+
+
+def webhook_delivery(delivery_id: str) -> str:
+    """String (JSON) with a TTL: one delivery (event body, status, attempts, last error)."""
+    return f"{PREFIX}webhooks:delivery:{delivery_id}"
+
+
+def site_webhook_deliveries(site_id: str) -> str:
+    """Sorted set: the site's latest delivery ids, scored by creation time (ms); trimmed."""
+    return f"{PREFIX}site:{site_id}:webhook-deliveries"
+
+
+def webhook_retry_sites() -> str:
+    """Hash: delivery id → site id, for the deliveries in ``webhook_retries`` (their stream entry
+    names the site again when they come due)."""
+    return f"{PREFIX}webhooks:retries:site"

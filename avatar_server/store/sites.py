@@ -5,6 +5,7 @@
     sitekey:<sha256(pk)>   → site id (the only way a publishable key is looked up)
     origin:<origin>        set of site ids allowing that origin (CORS preflights)
     site:<id>:active       set of the site's session ids not ENDED
+    site:<id>:webhook-secret  the site's webhook signing secret (``whsec_…``; never in the record)
 
 The active set is filled by ``admit`` (one Lua script: SCARD < limit, then SADD) and
 emptied by the session store's ENDED transition, so parallel starts on any number of
@@ -13,6 +14,7 @@ instances can never put more than ``limit`` sessions in it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
@@ -62,10 +64,24 @@ return redis.call('SREM', KEYS[1], ARGV[1])
 
 KEY_PREFIX = "pk_"
 KEY_BYTES = 24  # 192 random bits
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_BYTES = 24  # Standard Webhooks: whsec_ + base64 of random bytes (192 bits)
+
+# KEYS: site record, its webhook secret; ARGV: the new secret → 1 if the site exists (and it was set)
+_SET_SECRET = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+return 1
+"""
 
 
 def new_publishable_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks signing secret: ``whsec_`` + base64 of 24 random bytes."""
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(WEBHOOK_SECRET_BYTES)).decode()
 
 
 def key_hash(key: str) -> str:
@@ -81,9 +97,11 @@ class SiteStore:
         self.r = redis
         self._admit = redis.register_script(_ADMIT)
         self._release = redis.register_script(_RELEASE_UNSTORED)
+        self._set_secret = redis.register_script(_SET_SECRET)
 
     # --- records -------------------------------------------------------------------
-    async def create(self, fields: Mapping[str, Any]) -> Site:
+    async def create(self, fields: Mapping[str, Any], *, webhook_secret: str | None = None) -> Site:
+        """A new site with a new publishable key and webhook secret (``webhook_secret``, or a new one)."""
         now = time.time()
         site_id = str(uuid.uuid4())
         key = new_publishable_key()
@@ -93,6 +111,7 @@ class SiteStore:
             p.set(keys.site(site_id), json.dumps(data))
             p.zadd(keys.sites_index(), {index_member(int(now * 1000), site_id): 0})
             p.set(keys.site_key(key_hash(key)), site_id)
+            p.set(keys.site_webhook_secret(site_id), webhook_secret or new_webhook_secret())
             for origin in data["allowedOrigins"]:
                 p.sadd(keys.origin_sites(origin), site_id)
             await p.execute()
@@ -118,6 +137,15 @@ class SiteStore:
         return await self._modify(site_id, lambda data: {**data, "publishableKey": new_publishable_key(),
                                                          "keyRotatedAt": time.time()})
 
+    async def webhook_secret(self, site_id: str) -> str | None:
+        """The site's webhook signing secret (None: the site has none, e.g. it predates webhooks)."""
+        return await self.r.get(keys.site_webhook_secret(site_id))
+
+    async def rotate_webhook_secret(self, site_id: str, secret: str) -> bool:
+        """Replace the webhook secret; the next attempt of every delivery signs with it. False: no site."""
+        return bool(await self._set_secret(keys=[keys.site(site_id), keys.site_webhook_secret(site_id)],
+                                           args=[secret]))
+
     async def delete(self, site_id: str) -> bool:
         """Remove the site, its key and its origins. Its running sessions run on to their end."""
         skey = keys.site(site_id)
@@ -130,6 +158,7 @@ class SiteStore:
             p.delete(skey)
             p.zrem(keys.sites_index(), index_member(int(data["createdAt"] * 1000), site_id))
             p.delete(keys.site_key(key_hash(data["publishableKey"])))
+            p.delete(keys.site_webhook_secret(site_id))
             for origin in data["allowedOrigins"]:
                 p.srem(keys.origin_sites(origin), site_id)
             await p.execute()

@@ -44,6 +44,7 @@ import asyncio
 import json as jsonlib
 import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -103,6 +104,7 @@ class UpstreamClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         gate: Callable[[str], Awaitable[None]] | None = None,
         max_connections: int = 100,
+        observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
         if not api_secret:
             raise ValueError("api_secret is required")
@@ -113,6 +115,8 @@ class UpstreamClient:
         self.stats: dict[str, int] = {"total": 0}
         # every attempt waits for a token of the request budget (``upstream.budget``), if any
         self._gate = gate
+        # hears every attempt: (op, HTTP status or "timeout"/"error"/"cancelled", seconds) — metrics
+        self.observe = observe
         self.in_flight = 0
         self.max_connections = max_connections
         self._closed = False
@@ -432,7 +436,7 @@ class UpstreamClient:
             timed_out = False
             self.in_flight += 1
             try:
-                resp = await self._http.request(method, path, json=json, params=params, headers=headers)
+                resp = await self._attempt(op, method, path, json=json, params=params, headers=headers)
             except _NOT_SENT_ERRORS as exc:
                 failure = _describe(exc)
                 timed_out = isinstance(exc, httpx.TimeoutException)
@@ -483,6 +487,28 @@ class UpstreamClient:
             )
             await self._sleep(delay)
             budget.record_sleep(delay)
+
+    async def _attempt(self, op: str, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One HTTP attempt, told to ``observe`` (if any) with its outcome and duration."""
+        if self.observe is None:
+            return await self._http.request(method, path, **kw)
+        started = time.monotonic()
+        outcome = "error"
+        try:
+            resp = await self._http.request(method, path, **kw)
+            outcome = str(resp.status_code)
+            return resp
+        except httpx.TimeoutException:
+            outcome = "timeout"
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            try:
+                self.observe(op, outcome, time.monotonic() - started)
+            except Exception:  # an observer never fails a request
+                logger.debug("upstream observer failed", exc_info=True)
 
     def _ambiguous(
         self, op: str, method: str, path: str, request_id: str, context: Any, reason: str

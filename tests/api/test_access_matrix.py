@@ -105,11 +105,11 @@ async def test_access_matrix(server: ServerHarness) -> None:
 
 
 def _fill(template: str, session_id: str, site_id: str) -> str:
-    if template.startswith("/v1/sessions/"):
-        return template.replace("{id}", session_id)
-    if template.startswith("/v1/sites/"):
-        return template.replace("{id}", site_id)
     out = template
+    if template.startswith("/v1/sessions/"):
+        out = template.replace("{id}", session_id)
+    elif template.startswith("/v1/sites/"):
+        out = template.replace("{id}", site_id)
     while "{" in out:
         start = out.index("{")
         out = out[:start] + str(uuid.uuid4()) + out[out.index("}", start) + 1:]
