@@ -165,6 +165,23 @@ async def test_a_hanging_receiver_delays_no_other_site(hooks_server: ServerHarne
     assert d["status"] == "pending" and d["lastStatus"] is None and "no answer within 2 s" in d["lastError"]
 
 
+async def test_an_attempt_left_pending_by_a_dead_instance_is_taken_over(hooks_server: ServerHarness,
+                                                                         receiver: Receiver) -> None:
+    site = await make_site(hooks_server, receiver.url("/ok"))
+    hooks = hooks_server.app[WEBHOOKS]
+    hooks.max_in_flight = 0  # this instance reads nothing for a moment …
+    did = await hooks.emit(site["id"], "session.started", {"sessionId": "s7"})
+    entries = await hooks.outbox.read("an-instance-that-dies", 10)  # … another reads it, and dies
+    assert [f["id"] for _, f in entries] == [did]
+    hooks.max_in_flight, hooks.stale_after, hooks._next_claim = 64, 1.0, 0.0
+    await asyncio.sleep(0.5)
+    assert receiver.got == []  # pending for the dead one, not yet stale
+    got = (await receiver.wait("/ok", 1, timeout=10))[0]
+    assert got.headers["webhook-id"] == did
+    d = await wait_delivery(hooks_server, site["id"], lambda d: d["status"] == "delivered")
+    assert d["attempts"] == 1
+
+
 async def test_retries_give_up_after_their_window(hooks_server: ServerHarness, receiver: Receiver) -> None:
     site = await make_site(hooks_server, receiver.url("/fail"))
     hooks = hooks_server.app[WEBHOOKS]

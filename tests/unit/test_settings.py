@@ -72,3 +72,19 @@ def test_browser_limits_and_proxies_from_env() -> None:
     assert (s.idle_timeout, s.body_timeout) == (5.0, 12.5)
     d = Settings.from_env({})
     assert (d.start_rate_per_minute, d.trusted_proxies, d.idle_timeout, d.body_timeout) == (10, (), 15.0, 30.0)
+
+
+def test_metrics_and_webhook_settings() -> None:
+    s = Settings.from_env({})
+    assert (s.metrics_token, s.allow_private_targets, s.webhook_timeout, s.webhook_retry_seconds) == \
+        (None, False, 10.0, 5.0)
+    s = Settings.from_env({"AVATAR_SERVER_METRICS_TOKEN": "mtk_" + "a" * 20, "AVATAR_SERVER_ALLOW_PRIVATE_TARGETS": "1",
+                           "AVATAR_SERVER_WEBHOOK_TIMEOUT_SECONDS": "3", "AVATAR_SERVER_WEBHOOK_RETRY_SECONDS": "0.5"})
+    assert (s.metrics_token, s.allow_private_targets, s.webhook_timeout, s.webhook_retry_seconds) == \
+        ("mtk_" + "a" * 20, True, 3.0, 0.5)
+    assert "mtk_" not in repr(s)
+    for env, needle in (({"AVATAR_SERVER_METRICS_TOKEN": "short"}, "AVATAR_SERVER_METRICS_TOKEN"),
+                        ({"AVATAR_SERVER_ALLOW_PRIVATE_TARGETS": "maybe"}, "AVATAR_SERVER_ALLOW_PRIVATE_TARGETS"),
+                        ({"AVATAR_SERVER_WEBHOOK_TIMEOUT_SECONDS": "600"}, "AVATAR_SERVER_WEBHOOK_TIMEOUT_SECONDS")):
+        with pytest.raises(ConfigError, match=needle):
+            Settings.from_env(env)
