@@ -252,6 +252,7 @@ async def _conversations_ctx(app: web.Application) -> AsyncIterator[None]:
     app[K.CONVERSATIONS] = service
     app[K.USAGE] = UsageService(store=store, upstream=app[K.UPSTREAM])
     app[K.SESSIONS].observe(service)
+    service.on_kept(app[K.WEBHOOKS].conversation_ready)  # the conversation.ready webhook
     service.start()
     yield
     await service.close()

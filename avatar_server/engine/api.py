@@ -274,7 +274,7 @@ def _fault_response(rule: FaultRule) -> web.Response:
         502: "Bad gateway",
         504: "Gateway timeout",
     }
-    message = messages.get(rule.status, "Request failed") + " (injected fault)"
+    message = rule.message or messages.get(rule.status, "Request failed") + " (injected fault)"
     headers = {"Retry-After": _seconds(rule.retry_after)} if rule.retry_after is not None else None
     return web.json_response({"error": message}, status=rule.status, headers=headers)
 

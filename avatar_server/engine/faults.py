@@ -12,12 +12,13 @@ first matching rule (its own op, or ``any``), FIFO, and spends one of its
      "retryAfter": 2,          # optional: Retry-After header (seconds)
      "times": 1,               # how many requests the rule applies to (>= 1)
      "delaySeconds": 0,        # stall this long
-     "when": "before"|"after"} # before: stall, then fail without doing the operation
+     "when": "before"|"after",  # before: stall, then fail without doing the operation
                                #         (or, without status, do it: a slow answer)
                                # after:  do the operation, stall, then answer the error
                                #         (or, without status, the real answer late) —
                                #         an ambiguous create is {"op":"create","when":"after",
                                #         "delaySeconds": 30} against a client with a short timeout.
+     "message": "..."}         # optional: the error text (default: the status's, "(injected fault)")
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class FaultRule:
     times: int = 1
     delay_seconds: float = 0.0
     when: Literal["before", "after"] = "before"
+    message: str | None = None  # the error text answered instead of the default one
 
     @classmethod
     def from_json(cls, raw: Any) -> FaultRule:
@@ -73,6 +75,9 @@ class FaultRule:
             raise FaultRuleError(f"when must be 'before' or 'after', got {when!r}")
         if status is None and delay == 0:
             raise FaultRuleError("a rule needs a status or delaySeconds > 0")
+        message = raw.get("message")
+        if message is not None and (not isinstance(message, str) or not 1 <= len(message) <= 500):
+            raise FaultRuleError("message must be a string of 1-500 characters")
         return cls(
             op=op,
             status=status,
@@ -80,6 +85,7 @@ class FaultRule:
             times=times,
             delay_seconds=float(delay),
             when=when,
+            message=message,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -90,6 +96,7 @@ class FaultRule:
             "times": self.times,
             "delaySeconds": self.delay_seconds,
             "when": self.when,
+            "message": self.message,
         }
 
 

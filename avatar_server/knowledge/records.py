@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -33,6 +34,19 @@ async def upstream_call(call: Awaitable[Any], kind: str, item_id: str) -> Any:
         if exc.upstream_status == 409:
             raise Conflict(f"the upstream refused the change: {exc.message}", code=f"{kind}_conflict") from None
         raise
+
+
+# What an upstream refusal of a knowledge change says when it is about the knowledge limit (Runway
+# does not publish its message; any 400/422 naming tokens, knowledge or a limit counts as one).
+_BUDGET_REFUSAL = re.compile(r"token|knowledge|limit|exceed|too (?:large|long|big|much)", re.IGNORECASE)
+
+
+def budget_refusal(exc: BaseException) -> str | None:
+    """The upstream's message if ``exc`` is its refusal of a change for the knowledge limit, else None."""
+    if isinstance(exc, UpstreamStatusError) and exc.upstream_status in (400, 413, 422) \
+            and _BUDGET_REFUSAL.search(exc.message):
+        return exc.message
+    return None
 
 
 async def undo_create_on_error(delete: Callable[[str], Awaitable[bool]], item_id: str,
@@ -70,8 +84,13 @@ class KnowledgeRecords:
                                limit=self.limit, field=field, document_id=document_id)
         try:
             up = await upstream_call(self.upstream.update_avatar(avatar_id, changes), "avatar", avatar_id)
-        except BaseException:
+        except BaseException as exc:
             await asyncio.shield(self.reconcile_links(avatar_id, list(res.old)))
+            refusal = budget_refusal(exc)
+            if refusal is not None:  # the upstream's verdict stands: the same 422, nothing changed
+                raise budget_error(avatar_id=avatar_id, current=res.current, document_tokens=res.adding,
+                                   limit=self.limit, field=field, document_id=document_id,
+                                   upstream_message=refusal) from None
             raise
         await self.store.refresh_avatar(up, image_url(up))
         return avatar_view(up)

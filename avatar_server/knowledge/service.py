@@ -34,7 +34,7 @@ from ..models.sessions import EndReason, SessionStatus
 from ..store.knowledge import KnowledgeLock, KnowledgeStore
 from ..upstream import UpstreamClient
 from .images import Resolver, validate_reference_image
-from .records import KnowledgeRecords, undo_create_on_error, upstream_call
+from .records import KnowledgeRecords, budget_refusal, undo_create_on_error, upstream_call
 from .tokens import count_tokens
 from .views import avatar_view, budget_error, document_view, image_url, now_iso
 
@@ -116,9 +116,14 @@ class KnowledgeService:
             try:
                 await upstream_call(self.upstream.update_document(document_id, changes),
                                     "document", document_id)
-            except BaseException:
+            except BaseException as exc:
                 await asyncio.shield(self.records.reconcile_tokens(document_id, changes["content"], tokens,
                                                                    res.old_tokens))
+                refusal = budget_refusal(exc)
+                if refusal is not None:  # the upstream's verdict stands: the same 422, nothing changed
+                    raise budget_error(avatar_id=res.avatar_id, current=res.avatar_total or 0,
+                                       document_tokens=tokens, limit=self.limit, field="content",
+                                       document_id=document_id, upstream_message=refusal) from None
                 raise
             fields = {"updatedAt": now_iso(), **({"name": changes["name"]} if "name" in changes else {})}
             await self.store.refresh_document(document_id, fields)

@@ -15,13 +15,21 @@ from ..models.documents import Document
 
 
 def budget_error(*, avatar_id: str | None, current: int, document_tokens: int, limit: int, field: str,
-                 document_id: str | None = None) -> ValidationFailed:
+                 document_id: str | None = None, upstream_message: str | None = None) -> ValidationFailed:
+    """422 ``knowledge_budget_exceeded``; with ``upstream_message`` when it is the upstream that refused
+    (our count let the change through: the upstream's verdict stands)."""
     what = f"document {document_id}" if document_id else "the documents being linked"
+    message = (f"{field}: {f'avatar {avatar_id}' if avatar_id else 'the new avatar'} has {current} tokens of "
+               f"knowledge; {what} would add {document_tokens}, passing the limit of {limit}")
+    extra: dict[str, Any] = {}
+    if upstream_message is not None:
+        message = (f"{field}: the upstream refused the change for its knowledge limit ({upstream_message}); "
+                   f"by our count {f'avatar {avatar_id} has {current} tokens and ' if avatar_id else ''}{what} "
+                   f"would add {document_tokens} (our limit: {limit})")
+        extra["upstreamMessage"] = upstream_message
     return ValidationFailed(
-        f"{field}: {f'avatar {avatar_id}' if avatar_id else 'the new avatar'} has {current} tokens of knowledge; {what} would add {document_tokens}, "
-        f"passing the limit of {limit}",
-        field=field, code="knowledge_budget_exceeded", avatarId=avatar_id, documentId=document_id,
-        currentTokens=current, documentTokens=document_tokens, limit=limit,
+        message, field=field, code="knowledge_budget_exceeded", avatarId=avatar_id, documentId=document_id,
+        currentTokens=current, documentTokens=document_tokens, limit=limit, **extra,
     )
 
 

@@ -64,9 +64,12 @@ class SessionEndedData(BaseModel):
 
 
 class ConversationReadyData(BaseModel):
-    conversationId: str = Field(description="the conversation's id (its session's id)")
+    conversationId: str = Field(description="the conversation's id (its session's id): GET /v1/conversations/{id}")
     sessionId: str
     siteId: str
+    status: str = Field(description="ended or failed (as the upstream says), or unavailable (no transcript)")
+    endReason: str | None = None
+    durationSeconds: int | None = None
 
 
 class SessionStartedEvent(BaseModel):

@@ -7,8 +7,8 @@ Events (the body is ``{"type", "timestamp", "data"}``; docs/operations.md, "Webh
   ``endedAt − startedAt``). A session that never started (refused upstream, timed out waiting or
   provisioning, left before READY) sends nothing: every ``session.started`` is followed by exactly
   one ``session.ended`` and nothing else is, so a backend can bill and log from the pairs;
-- ``conversation.ready`` — sent through ``emit`` by the conversations service once it keeps a
-  conversation.
+- ``conversation.ready`` — the conversations service kept the session's conversation for good
+  (transcript fetched, or given up on: ``status``); read it at ``GET /v1/conversations/{id}``.
 
 Only sessions started with a site's publishable key have a site; a site without ``webhookUrl``
 gets nothing. An event is written to the outbox (``store.outbox``) by the instance that saw it,
@@ -116,6 +116,15 @@ class WebhookService:
             "startedAt": _iso(rec.startedAt), "endedAt": _iso(rec.endedAt),
             "endReason": rec.endReason.value if rec.endReason else None,
             "durationSeconds": round(duration, 3),
+        })
+
+    async def conversation_ready(self, conv: dict[str, Any]) -> None:
+        """A conversation kept for good (``ConversationService.on_kept``): its transcript fetched
+        (``status`` ended or failed) or given up on (``unavailable``)."""
+        await self.emit(conv.get("siteId"), "conversation.ready", {
+            "conversationId": conv["id"], "sessionId": conv["id"], "siteId": conv.get("siteId"),
+            "status": conv.get("status"), "endReason": conv.get("endReason"),
+            "durationSeconds": conv.get("durationSeconds"),
         })
 
     async def emit(self, site_id: str | None, event: str, data: dict[str, Any]) -> str | None:

@@ -46,17 +46,19 @@ def avatar_body(name: str = "Ada", **kw: Any) -> dict[str, Any]:
 
 
 def content_with_tokens(target: int) -> str:
-    """English prose padded with dots so that the server counts exactly ``target`` tokens."""
+    """English prose (up to half the tokens) then `` a`` words (one token each) so that the server
+    counts exactly ``target`` tokens, in at most 200,000 characters up to ~65,000 tokens."""
     lo, hi = 0, len(_PROSE)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if count_tokens(_PROSE[:mid]) <= target - 20:
+        if count_tokens(_PROSE[:mid]) <= target // 2:
             lo = mid
         else:
             hi = mid - 1
-    base = _PROSE[:lo].rstrip() + "\n"
-    for n in range(200):
-        text = base + "." * n
+    base = _PROSE[:lo].rstrip()
+    pad = target - count_tokens(base)
+    for n in range(max(0, pad - 3), pad + 4):
+        text = base + " a" * n
         if count_tokens(text) == target:
             return text
     raise AssertionError(f"no content of exactly {target} tokens")

@@ -63,7 +63,7 @@ async def make_site(server: ServerHarness, origin: str) -> dict[str, Any]:
     return site
 
 
-async def test_a_finished_session_becomes_a_conversation(redis_url: str, each_mode: tuple[ServerHarness, Upstream]) -> None:
+async def test_a_finished_session_becomes_a_conversation(each_mode: tuple[ServerHarness, Upstream]) -> None:
     server, _ = each_mode
     site = await make_site(server, ORIGIN_A)
     conv_id = await run_session(server, key=site["publishableKey"], origin=ORIGIN_A, hold=1.1)
@@ -128,7 +128,7 @@ async def test_filters_and_cursor_pages(server: ServerHarness) -> None:
     assert status == 404 and err["error"]["code"] == "conversation_not_found"
 
 
-async def test_delete_erases_ours_and_the_upstreams(redis_url: str, each_mode: tuple[ServerHarness, Upstream]) -> None:
+async def test_delete_erases_ours_and_the_upstreams(each_mode: tuple[ServerHarness, Upstream]) -> None:
     server, upstream = each_mode
     control = upstream.engine.control if upstream.engine is not None else server.control
     conv_id = await run_session(server)
@@ -185,7 +185,7 @@ async def test_the_fetch_waits_for_the_upstream_and_gives_up_bounded(server: Ser
     await wait_conversation(server, conv_id, timeout=10.0)  # after 1 s, then 1 s and 2 s of backoff
 
 
-async def test_usage_per_site_day_and_end_reason(redis_url: str, each_mode: tuple[ServerHarness, Upstream]) -> None:
+async def test_usage_per_site_day_and_end_reason(each_mode: tuple[ServerHarness, Upstream]) -> None:
     server, _ = each_mode
     a, b = await make_site(server, ORIGIN_A), await make_site(server, ORIGIN_B)
     await run_session(server, key=a["publishableKey"], origin=ORIGIN_A, hold=1.1)

@@ -223,3 +223,36 @@ async def test_knowledge_lock_waits_expires_and_reports_busy(redis_url: str) -> 
         assert caught.value.code == "knowledge_busy" and caught.value.headers["Retry-After"] == "1"
     finally:
         await r.aclose()
+
+
+async def test_the_upstreams_verdict_stands_last(each_mode: tuple[ServerHarness, Upstream]) -> None:
+    """Our count lets a change through but the upstream refuses it for its knowledge limit: the same
+    422 knowledge_budget_exceeded (saying it was the upstream), and nothing changes anywhere."""
+    server, upstream = each_mode
+    doc = await make_document(server, "doc", text(30_000))
+    extra = await make_document(server, "extra", text(15_000))
+    avatar = await make_avatar(server, documentIds=[doc["id"]])
+    ids = [doc["id"], extra["id"]]
+    before = await state(server, upstream, avatar["id"], ids)
+    refusal = "Knowledge base exceeds the 50000 token limit for this avatar"
+    await upstream.control("POST", "/faults", {"rules": [{"op": "avatar_update", "status": 400, "message": refusal}]})
+    status, body = await server.admin("PUT", f"/v1/avatars/{avatar['id']}/documents/{extra['id']}")
+    assert_budget_error(status, body, avatar_id=avatar["id"], current=30_000, document_tokens=15_000,
+                        field="documentId")
+    assert refusal in body["error"]["upstreamMessage"]
+    assert await state(server, upstream, avatar["id"], ids) == before
+
+    # a content edit the upstream refuses the same way: the old content and count stay
+    await upstream.control("POST", "/faults", {"rules": [{"op": "document_update", "status": 400,
+                                                          "message": refusal}]})
+    status, body = await server.admin("PATCH", f"/v1/documents/{doc['id']}", {"content": text(35_000)})
+    assert status == 422 and body["error"]["code"] == "knowledge_budget_exceeded", body
+    assert body["error"]["documentTokens"] == 35_000 and refusal in body["error"]["upstreamMessage"]
+    assert await state(server, upstream, avatar["id"], ids) == before
+
+    # a refusal for another reason is still the upstream's error (502), not a budget verdict
+    await upstream.control("POST", "/faults", {"rules": [{"op": "avatar_update", "status": 400,
+                                                          "message": "Invalid avatar"}]})
+    status, body = await server.admin("PUT", f"/v1/avatars/{avatar['id']}/documents/{extra['id']}")
+    assert status == 502, body
+    assert await state(server, upstream, avatar["id"], ids) == before

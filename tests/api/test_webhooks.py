@@ -102,6 +102,22 @@ async def test_session_started_and_ended_are_signed_and_delivered(hooks_server: 
     assert rows[1]["payload"]["data"]["sessionId"] == sid
 
 
+async def test_conversation_ready_follows_the_end(hooks_server: ServerHarness, receiver: Receiver) -> None:
+    site = await make_site(hooks_server, receiver.url("/ok"))
+    status, conn, _ = await hooks_server.call("POST", "/v1/sessions/connect", token=site["publishableKey"],
+                                              json_body={"avatarId": "cooking-teacher"}, headers={"Origin": ORIGIN})
+    assert status == 200, conn
+    await hooks_server.admin("DELETE", f"/v1/sessions/{conn['sessionId']}")
+    got = await receiver.wait("/ok", 3, timeout=20)
+    events = [verify(site["webhookSecret"], r) for r in got]
+    assert [e["type"] for e in events] == ["session.started", "session.ended", "conversation.ready"]
+    ready = events[2]["data"]
+    assert ready["conversationId"] == ready["sessionId"] == conn["sessionId"] and ready["siteId"] == site["id"]
+    assert ready["status"] in ("ended", "failed", "unavailable") and ready["endReason"] == "admin"
+    status, conv = await hooks_server.admin("GET", f"/v1/conversations/{ready['conversationId']}")
+    assert status == 200 and conv["status"] == ready["status"]
+
+
 async def test_a_session_that_never_started_sends_nothing(hooks_server: ServerHarness, receiver: Receiver) -> None:
     site = await make_site(hooks_server, receiver.url("/ok"))
     status, created, _ = await hooks_server.call("POST", "/v1/sessions", token=site["publishableKey"],

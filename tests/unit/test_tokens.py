@@ -1,9 +1,10 @@
-"""The conservative token count: never below real BPE tokenizers on realistic text.
+"""The knowledge token count: exactly o200k_base (``bpe-openai``, its vocabulary in its wheel).
 
-The reference tokenizers are OpenAI's cl100k_base and o200k_base (tiktoken), Anthropic's
-legacy tokenizer and DeepSeek-V3's (Hugging Face ``tokenizers``). Their vocabularies come
-bundled in the ``litellm`` wheel, so no download is needed; ``bash scripts/install.sh --test``
-installs all three, and those comparisons fail (not skip) without them.
+Checked against references read offline: OpenAI's cl100k_base and o200k_base (tiktoken), Anthropic's
+legacy tokenizer and DeepSeek-V3's (Hugging Face ``tokenizers``), whose vocabularies come bundled in
+the ``litellm`` wheel; ``bash scripts/install.sh --test`` installs all three, and those comparisons
+fail (not skip) without them. Targets (issue 11): ordinary English at most 1.6 tokens a word;
+200,000 characters counted in at most 50 ms; nothing downloaded.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import re
 import string
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from avatar_server.knowledge.tokens import count_tokens, features
+from avatar_server.knowledge.tokens import ENCODING, count_tokens
 from avatar_server.models.documents import DOCUMENT_CONTENT_MAX
 
 ENGLISH = """\
@@ -287,65 +292,88 @@ def reference_tokenizers() -> dict[str, Callable[[str], int]]:
 
 
 @pytest.mark.parametrize("kind", sorted(SAMPLES))
-def test_never_below_reference_tokenizers(
-    kind: str, reference_tokenizers: dict[str, Callable[[str], int]]
-) -> None:
+def test_the_count_is_o200k_exactly(kind: str, reference_tokenizers: dict[str, Callable[[str], int]]) -> None:
+    reference = reference_tokenizers["o200k_base"]
     for piece in _pieces(SAMPLES[kind]):
-        ours = count_tokens(piece)
-        for name, theirs in reference_tokenizers.items():
-            assert ours >= theirs(piece), (
-                f"{kind}: {name} counts {theirs(piece)} > ours {ours} for {piece[:60]!r}"
-            )
+        assert count_tokens(piece) == reference(piece), (kind, piece[:60])
 
 
-def test_estimate_is_not_wildly_high_for_prose(reference_tokenizers: dict[str, Callable[[str], int]]) -> None:
-    # Conservative, but still useful: English prose within 2x of cl100k.
-    text = ENGLISH * 20
-    assert count_tokens(text) <= 2 * reference_tokenizers["cl100k_base"](text)
+PLAIN = """\
+When you arrive at the museum, please leave large bags and umbrellas at the cloakroom near the main
+entrance. Tickets can be bought at the front desk or online, and children under twelve visit for free.
+The ground floor shows the history of the harbour, from the first fishing boats to the great ships that
+carried coffee, cotton and timber around the world. Upstairs you will find paintings of the old town,
+maps drawn by hand, and a small room where you can listen to sailors telling their own stories. Guided
+tours start every hour and last about forty minutes; they are friendly, slow, and suitable for families.
+If you need help, ask any member of staff wearing a blue badge. The cafe on the top floor serves soup,
+sandwiches and cakes, and on clear days you can see the lighthouse from its windows. We close at five in
+the afternoon, except on Thursdays, when the doors stay open until nine in the evening.
+"""
 
 
-# --------------------------------------------------------------------------- properties that need no reference
+@pytest.mark.parametrize("text", [PLAIN, ENGLISH, PLAIN * 50 + ENGLISH * 50])
+def test_ordinary_english_is_at_most_1_6_tokens_a_word(text: str) -> None:
+    words = len(text.split())
+    assert count_tokens(text) <= 1.6 * words, (count_tokens(text), words)
 
 
-def test_empty_and_tiny() -> None:
+def test_a_plain_english_vocabulary_is_counted_fairly(reference_tokenizers: dict[str, Callable[[str], int]]) -> None:
+    """The issue's case: a plain English vocabulary (every distinct word of the English samples, in
+    alphabetical order, as a glossary would list them) is at most 1.6 tokens a word, and no more than
+    cl100k counts — where the old estimate charged 2.9 a word (1.7x cl100k)."""
+    vocab = sorted({w.lower() for w in re.findall(r"[A-Za-z]+", PLAIN + ENGLISH)})
+    text = " ".join(vocab)
+    ours, cl100k = count_tokens(text), reference_tokenizers["cl100k_base"](text)
+    assert ours <= 1.6 * len(vocab) and ours <= 1.05 * cl100k, (ours, cl100k, len(vocab))
+
+
+def test_every_reference_is_within_reach(reference_tokenizers: dict[str, Callable[[str], int]]) -> None:
+    """Other tokenizers count differently (the upstream's is not published: its verdict stands last,
+    see test_knowledge_budget): on English prose they stay within 30 % of ours."""
+    text = PLAIN * 5
+    ours = count_tokens(text)
+    for name, theirs in reference_tokenizers.items():
+        assert 0.7 * ours <= theirs(text) <= 1.3 * ours, (name, theirs(text), ours)
+
+
+def test_200_000_characters_in_at_most_50_ms() -> None:
+    count_tokens("warm up")  # the vocabulary loads once per process
+    for text in ((PLAIN * 300)[:DOCUMENT_CONTENT_MAX], (PYTHON * 400)[:DOCUMENT_CONTENT_MAX],
+                 (CHINESE * 1500)[:DOCUMENT_CONTENT_MAX]):
+        assert len(text) == DOCUMENT_CONTENT_MAX
+        best = min(_timed(count_tokens, text) for _ in range(3))
+        assert best <= 0.050, f"{best * 1000:.1f} ms for {DOCUMENT_CONTENT_MAX} characters"
+
+
+def _timed(fn: Callable[[str], Any], text: str) -> float:
+    started = time.perf_counter()
+    fn(text)
+    return time.perf_counter() - started
+
+
+def test_empty_tiny_and_special_token_text() -> None:
     assert count_tokens("") == 0
-    assert count_tokens("a") >= 1
-    assert count_tokens(" ") >= 1
+    assert count_tokens("a") == 1
+    assert count_tokens("<|endoftext|>") > 1  # ordinary text, never a special token (nor an error)
+    assert count_tokens("\ud800 lone surrogate") >= 1  # JSON may carry one: counted, never an error
 
 
-def test_every_cjk_character_counts_at_least_one() -> None:
-    assert count_tokens("你" * 1000) >= 1000
-    assert count_tokens("한" * 1000) >= 1000
-    assert count_tokens("カ" * 1000) >= 1000
+def test_nothing_is_downloaded(tmp_path: Path) -> None:
+    """The vocabulary is in the installed package: a fresh process with every socket refused counts."""
+    code = (
+        "import socket\n"
+        "def refuse(*a, **k): raise OSError('network used')\n"
+        "socket.socket.connect = refuse; socket.create_connection = refuse; socket.getaddrinfo = refuse\n"
+        "from avatar_server.knowledge.tokens import count_tokens\n"
+        "print(count_tokens('Hello, world! ' * 10))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}
+    env["HOME"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "41"
 
 
-def test_astral_characters_count_their_utf8_bytes() -> None:
-    # No byte-level BPE gives more tokens than bytes; emoji are charged their byte count.
-    text = "🎉" * 500
-    assert count_tokens(text) >= len(text.encode())
-
-
-def test_random_strings_cost_more_than_words() -> None:
-    assert count_tokens("xq7Zk9vBw2Lp") > count_tokens("information")
-
-
-def test_concatenation_roughly_additive() -> None:
-    a, b = ENGLISH, CHINESE
-    assert count_tokens(a + b) >= max(count_tokens(a), count_tokens(b))
-
-
-def test_features_split_scripts() -> None:
-    f = features("Hello Привет 你好 🎉 αβ")
-    assert f["cyrillic"] == 6 and f["cjk"] == 2 and f["four_byte"] == 1 and f["greek"] == 2
-    assert f["words"] == 1
-
-
-def test_largest_document_counts_without_error() -> None:
-    text = (ENGLISH + CHINESE + PYTHON)[:1000]
-    big = (text * (DOCUMENT_CONTENT_MAX // len(text) + 1))[:DOCUMENT_CONTENT_MAX]
-    assert count_tokens(big) > count_tokens(text) * 150
-
-
-def test_lone_surrogates_do_not_crash() -> None:
-    # JSON may carry "\\ud800"; such text must still be counted, not raise.
-    assert count_tokens("abc\ud800def") >= 2
+def test_the_encoding_is_named() -> None:
+    assert ENCODING == "o200k_base"
