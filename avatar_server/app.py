@@ -30,6 +30,7 @@ from .api import (
     sessions,
     signal,
     sites,
+    voices,
     webhooks,
 )
 from .conversations import ConversationService, UsageService
@@ -120,6 +121,7 @@ def create_app(settings: Settings, *, engine_config: EngineConfig | None = None)
     app.add_routes(webhooks.routes)
     app.add_routes(metrics.routes)
     app.add_routes(conversations.routes)
+    app.add_routes(voices.routes)
     app.add_routes(openapi.routes)
     app.add_routes(pages.routes)
 

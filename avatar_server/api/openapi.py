@@ -296,6 +296,45 @@ def _register_conversations() -> None:
 _register_conversations()
 
 
+def _register_voices() -> None:
+    """Custom voices (admin; ``api.voices``), passed to the upstream."""
+    from ..models.voices import (
+        VoiceCreate,
+        VoiceObject,
+        VoicePage,
+        VoicePatch,
+        VoicePreview,
+        VoicePreviewRequest,
+    )
+
+    up = (502, 503, 504)
+    register(
+        Operation("POST", "/v1/voices", "Create a custom voice (from a text description or audio)", "voices",
+                  body=VoiceCreate, responses={201: VoiceObject}, errors=(400, *ADMIN_ERRORS, 413, 422, 429, *up),
+                  description="Runway's fields, checked before any upstream call. The voice is PROCESSING, then "
+                              "READY (previewUrl) or FAILED; an avatar uses a READY one with voice "
+                              "{type: custom, id}. Audio: an https URL naming a public host (never fetched by "
+                              "the server), a runway:// URI, or a data:audio URI within the 64 KB body."),
+        Operation("GET", "/v1/voices", "List custom voices (the upstream's order)", "voices",
+                  responses={200: VoicePage}, errors=(*ADMIN_ERRORS, 422, *up),
+                  query=(LIMIT, Param("cursor", {"type": "string", "maxLength": 1000},
+                                      "the nextCursor of the previous page"))),
+        Operation("GET", "/v1/voices/{id}", "Read a custom voice", "voices", responses={200: VoiceObject},
+                  errors=(*ADMIN_ERRORS, 404, *up)),
+        Operation("PATCH", "/v1/voices/{id}", "Rename a custom voice", "voices", body=VoicePatch,
+                  responses={200: VoiceObject}, errors=(400, *ADMIN_ERRORS, 404, 413, 422, *up)),
+        Operation("DELETE", "/v1/voices/{id}", "Delete a custom voice", "voices", responses={204: None},
+                  errors=(*ADMIN_ERRORS, 404, *up)),
+        Operation("POST", "/v1/voices/preview", "Hear a described voice before creating it", "voices",
+                  body=VoicePreviewRequest, responses={200: VoicePreview},
+                  errors=(400, *ADMIN_ERRORS, 413, 422, 429, *up),
+                  description="url: the upstream's sample (on the local engine, a WAV it serves for an hour)."),
+    )
+
+
+_register_voices()
+
+
 # --------------------------------------------------------------------------- building
 
 

@@ -12,7 +12,9 @@ Runway-compatible routes (``Authorization: Bearer <api key>`` and ``X-Runway-Ver
            auth: Bearer <sessionKey>; X-Runway-Version optional (not in the spec;
            browsers may call it). url = <public base><mount prefix>/v1/rtc/<id>.
 
-Conversations (``/v1/avatar_conversations``, one per realtime session): see ``engine.conversations_api``.
+Conversations (``/v1/avatar_conversations``, one per realtime session) and ``/v1/avatar_usage``: see
+``engine.conversations_api``. Custom voices (``/v1/voices``, mapped to espeak-ng voices, WAV previews):
+``engine.voices_api``.
 
 Avatars and documents (``/v1/avatars``, ``/v1/documents``, Runway's shapes) when the engine is given
 a ``catalog_store``: see ``engine.catalog`` and ``engine.catalog_api``.
@@ -41,6 +43,7 @@ import hmac
 import json
 import logging
 import math
+import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -59,6 +62,7 @@ from avatar_server.engine.faults import FaultInjector, FaultRule, FaultRuleError
 from avatar_server.engine.media.conversation import KnowledgeSource
 from avatar_server.engine.media.manager import MediaManager
 from avatar_server.engine.media.routes import add_rtc_routes
+from avatar_server.engine.media.speech import SpeechSynth
 from avatar_server.engine.state import (
     AvatarLookup,
     EngineError,
@@ -67,6 +71,7 @@ from avatar_server.engine.state import (
     EngineStatus,
     iso,
 )
+from avatar_server.engine.voices_api import EngineVoices, add_voice_routes
 from avatar_server.store.engine_catalog import EngineCatalogStore
 
 log = logging.getLogger(__name__)
@@ -84,6 +89,7 @@ class _EngineContext:
 ENGINE_STATE = web.AppKey("engine_state", EngineState)
 ENGINE_MEDIA = web.AppKey("engine_media", MediaManager)
 ENGINE_FAULTS = web.AppKey("engine_faults", FaultInjector)
+ENGINE_VOICES = web.AppKey("engine_voices", EngineVoices)
 _CONTEXT = web.AppKey("engine_context", _EngineContext)
 
 
@@ -104,9 +110,12 @@ def create_engine_app(
     if catalog is not None:
         avatar_lookup = avatar_lookup or catalog.session_avatar
         knowledge = knowledge or CatalogKnowledge(catalog)
-    state = EngineState(config, avatar_lookup=avatar_lookup)
+    speech = SpeechSynth()
+    voices = EngineVoices(config, speech, rng=random.Random(config.seed))
+    app[ENGINE_VOICES] = voices
+    state = EngineState(config, avatar_lookup=_with_voice(avatar_lookup, voices) if avatar_lookup else None)
     app[ENGINE_STATE] = state
-    media = MediaManager(ice_servers=config.ice_servers, knowledge=knowledge,
+    media = MediaManager(ice_servers=config.ice_servers, knowledge=knowledge, speech=speech,
                          connect_timeout=lambda: state.config.connect_grace)  # PATCH /_control/config may change it
     app[ENGINE_MEDIA] = media
     _wire_media(app, state, media)
@@ -126,6 +135,8 @@ def create_engine_app(
     app.router.add_post("/v1/realtime_sessions/{id}/consume", consume_session)
     add_conversation_routes(app, state, authorize=_authorize, with_faults=_with_faults,
                             count=lambda request, op: request.app[ENGINE_FAULTS].count(op))
+    add_voice_routes(app, voices, authorize=_authorize, read_json=_json_body, with_faults=_with_faults,
+                     count=lambda request, op: request.app[ENGINE_FAULTS].count(op), base_url=_base_url)
     if catalog is not None:
         add_catalog_routes(app, catalog, authorize=_authorize, read_json=_json_body, with_faults=_with_faults,
                            count=lambda request, op: request.app[ENGINE_FAULTS].count(op))
@@ -139,6 +150,28 @@ def create_engine_app(
     app.router.add_get("/_control/stats", get_stats, allow_head=False)
     app.router.add_delete("/_control/stats", reset_stats)
     return app
+
+
+def _with_voice(lookup: AvatarLookup, voices: EngineVoices) -> AvatarLookup:
+    """The avatar lookup, adding the espeak-ng voice its custom voice maps to (``espeakVoice``)."""
+
+    async def find(avatar_id: str) -> dict[str, Any] | None:
+        avatar = await lookup(avatar_id)
+        voice = avatar.get("voice") if avatar else None
+        if avatar is not None and isinstance(voice, dict) and voice.get("type") == "custom":
+            espeak = voices.espeak_voice(str(voice.get("id", "")))
+            if espeak is not None:
+                avatar = {**avatar, "espeakVoice": espeak}
+        return avatar
+
+    return find
+
+
+def _base_url(request: web.Request) -> str:
+    """``<public base><mount prefix>``: where this engine's routes are reached from outside."""
+    path = request.path
+    prefix = path[: path.index("/v1/")] if "/v1/" in path else ""
+    return (request.app[_CONTEXT].public_url or f"{request.scheme}://{request.host}") + prefix
 
 
 def _wire_media(app: web.Application, state: EngineState, media: MediaManager) -> None:

@@ -7,7 +7,8 @@ first matching rule (its own op, or ``any``), FIFO, and spends one of its
     {"op": "create"|"get"|"consume"|"delete"|"any"     (any: any realtime-session op)
            | "avatar_create"|"avatar_get"|"avatar_update"|"avatar_delete"|"avatar_list"
            | "document_create"|"document_get"|"document_update"|"document_delete"|"document_list"
-           | "conversation_list"|"conversation_get"|"conversation_delete"|"usage",
+           | "conversation_list"|"conversation_get"|"conversation_delete"|"usage"
+           | "voice_create"|"voice_list"|"voice_get"|"voice_update"|"voice_delete"|"voice_preview",
      "status": 429,            # optional: answer this error status (>= 400)
      "retryAfter": 2,          # optional: Retry-After header (seconds)
      "times": 1,               # how many requests the rule applies to (>= 1)
@@ -33,7 +34,8 @@ OPS = ("create", "get", "consume", "delete")
 CATALOG_OPS = tuple(f"{kind}_{action}" for kind in ("avatar", "document")
                     for action in ("create", "get", "update", "delete", "list"))
 CONVERSATION_OPS = ("conversation_list", "conversation_get", "conversation_delete", "usage")
-OTHER_OPS = (*CATALOG_OPS, *CONVERSATION_OPS)  # not realtime-session ops: "any" leaves them alone
+VOICE_OPS = tuple(f"voice_{action}" for action in ("create", "list", "get", "update", "delete", "preview"))
+OTHER_OPS = (*CATALOG_OPS, *CONVERSATION_OPS, *VOICE_OPS)  # not realtime-session ops: "any" leaves them alone
 RuleOp = str  # one of OPS, OTHER_OPS or "any"
 
 

@@ -80,6 +80,7 @@ AVATARS_PATH = "/v1/avatars"
 DOCUMENTS_PATH = "/v1/documents"
 CONVERSATIONS_PATH = "/v1/avatar_conversations"
 USAGE_PATH = "/v1/avatar_usage"
+VOICES_PATH = "/v1/voices"
 PING_PATH = f"{SESSIONS_PATH}/00000000-0000-4000-8000-000000000000"
 PING_TIMEOUT = 2.0
 _MESSAGE_LIMIT = 300
@@ -298,6 +299,30 @@ class UpstreamClient:
         if not isinstance(data, dict) or not isinstance(data.get("byDay"), list):
             raise _malformed("get_usage", TypeError("not a usage object"))
         return data
+
+    # -- custom voices (Runway's fields, passed through) ---------------------
+
+    async def create_voice(self, body: dict[str, Any]) -> str:
+        """``POST /v1/voices`` → the new voice's id (PROCESSING). Never retried after an ambiguous failure."""
+        return str((await self._create(VOICES_PATH, body, "voice_create"))["id"])
+
+    async def get_voice(self, voice_id: str) -> dict[str, Any]:
+        return await self._object("GET", _item_path(VOICES_PATH, voice_id), "voice_get")
+
+    async def list_voices(self, *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        return await self._page(VOICES_PATH, "voice_list", limit, cursor)
+
+    async def update_voice(self, voice_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``PATCH /v1/voices/{id}`` (the name) → the voice."""
+        return await self._object("PATCH", _item_path(VOICES_PATH, voice_id), "voice_update", json=body)
+
+    async def delete_voice(self, voice_id: str) -> bool:
+        """True if deleted, False if the upstream says 404."""
+        return await self._delete(_item_path(VOICES_PATH, voice_id), "voice_delete")
+
+    async def preview_voice(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/voices/preview`` → ``{url, durationSecs}`` (nothing is created: retried like a GET)."""
+        return await self._object("POST", f"{VOICES_PATH}/preview", "voice_preview", json=body)
 
     async def _create(self, path: str, body: dict[str, Any], op: str) -> dict[str, Any]:
         resp, request_id = await self._send(

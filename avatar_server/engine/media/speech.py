@@ -68,6 +68,9 @@ def voice_for(preset: str | None) -> Voice:
 
 
 def voice_of_avatar(avatar: dict) -> Voice:
+    mapped = avatar.get("espeakVoice")  # a custom voice the engine described (engine.voices_api)
+    if isinstance(mapped, Voice):
+        return mapped
     voice = avatar.get("voice")
     if isinstance(voice, dict):
         return voice_for(str(voice.get("presetId") or voice.get("id") or ""))
