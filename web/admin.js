@@ -1,6 +1,6 @@
-// The admin console: avatars, knowledge documents (and each avatar's knowledge budget), sites
-// (and their webhook deliveries) and live sessions (with the waiting room and the upstream request budget), over the server's
-// admin API. Plain ES module, no build step.
+// The admin console: avatars (and custom voices), knowledge documents (and each avatar's knowledge budget), sites
+// (and their webhook deliveries), live sessions (with the waiting room and the upstream request budget),
+// conversations (transcripts) and usage per site, over the server's admin API. Plain ES module, no build step.
 //
 // The admin token is kept in sessionStorage (this tab only) and sent only as
 // `Authorization: Bearer …` to this page's own origin; it never goes into a URL.
@@ -43,6 +43,10 @@ const state = {
   webhooksSiteId: null,
   webhookSecret: null, // { siteId, secret }: shown once, after a create or a rotation, until closed
   deliveries: [],
+  voices: [], // GET /v1/voices (custom voices, for the avatar form)
+  conversations: [],
+  conversationsCursor: null,
+  transcriptId: null,
   timers: { sessions: null, avatars: null, tick: null, deliveries: null },
 };
 
@@ -249,6 +253,7 @@ async function loadAll() {
   renderAvatars();
   renderDocuments();
   renderSites();
+  await refreshVoices();
 }
 
 // --------------------------------------------------------------------------- tabs
@@ -274,6 +279,10 @@ function selectTab(name) {
     refreshDocuments();
   } else if (name === "sites") {
     refreshSites();
+  } else if (name === "conversations") {
+    refreshConversations();
+  } else if (name === "usage") {
+    refreshUsage();
   }
 }
 
@@ -1051,6 +1060,236 @@ async function endSession(id) {
   if (ended) await refreshSessions();
 }
 
+// --------------------------------------------------------------------------- conversations
+
+const CONVERSATIONS_PAGE = 50;
+const SITE_COLOURS = ["#1c7ed6", "#f08c00", "#2f9e44", "#ae3ec9", "#e03131", "#0c8599", "#5c940d", "#862e9c"];
+
+function siteLabel(siteId) {
+  if (!siteId) return "admin";
+  const site = state.sites.find((x) => x.id === siteId);
+  return site ? site.name : siteId.slice(0, 8);
+}
+
+function avatarLabel(avatar) {
+  if (!avatar) return "—";
+  if (avatar.type === "runway-preset") return avatar.presetId;
+  const a = avatarById(avatar.avatarId);
+  return a ? a.name : `custom ${String(avatar.avatarId).slice(0, 8)}`;
+}
+
+function fmtDuration(seconds) {
+  const s = Math.max(0, Math.round(Number(seconds) || 0));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+function fillConversationFilters() {
+  const site = $("#conversations-site");
+  const keepSite = site.value;
+  site.replaceChildren(h("option", { value: "" }, "all sites"), h("option", { value: "admin" }, "admin starts"),
+    ...state.sites.map((x) => h("option", { value: x.id }, x.name)));
+  site.value = [...site.options].some((o) => o.value === keepSite) ? keepSite : "";
+  const avatar = $("#conversations-avatar");
+  const keepAvatar = avatar.value;
+  avatar.replaceChildren(h("option", { value: "" }, "all avatars"),
+    ...state.avatars.map((a) => h("option", { value: a.id }, a.name)),
+    ...SESSION_PRESETS.map((p) => h("option", { value: p }, `${p} (preset)`)));
+  avatar.value = [...avatar.options].some((o) => o.value === keepAvatar) ? keepAvatar : "";
+}
+
+function conversationsQuery(cursor) {
+  const q = new URLSearchParams({ limit: String(CONVERSATIONS_PAGE) });
+  if ($("#conversations-site").value) q.set("siteId", $("#conversations-site").value);
+  if ($("#conversations-avatar").value) q.set("avatarId", $("#conversations-avatar").value);
+  if (cursor) q.set("cursor", cursor);
+  return `/v1/conversations?${q}`;
+}
+
+async function refreshConversations(more = false) {
+  fillConversationFilters();
+  const page = await quietly(() => api("GET", conversationsQuery(more ? state.conversationsCursor : null)));
+  if (!page) return;
+  state.conversations = more ? [...state.conversations, ...page.data] : page.data;
+  state.conversationsCursor = page.hasMore ? page.nextCursor : null;
+  renderConversations();
+}
+
+function renderConversations() {
+  const rows = state.conversations.map((c) => h("tr", { dataset: { id: c.id } },
+    h("td", {}, fmtTime(c.startedAt)),
+    h("td", {}, siteLabel(c.siteId)),
+    h("td", {}, avatarLabel(c.avatar)),
+    h("td", {}, fmtDuration(c.durationSeconds)),
+    h("td", {}, c.endReason || "—"),
+    h("td", {}, h("span", { class: `status status-${String(c.status).toLowerCase()}` }, c.status)),
+    h("td", {}, String(c.turns)),
+    h("td", { class: "actions" },
+      h("button", { type: "button", class: "secondary", "data-action": "read", onclick: () => readConversation(c.id) }, "Read"),
+      h("button", { type: "button", class: "danger", "data-action": "delete", onclick: () => deleteConversation(c.id) },
+        "Delete"))));
+  fillTable($("#conversations-table"), rows, $("#conversations-empty"));
+  $("#conversations-more").hidden = !state.conversationsCursor;
+}
+
+async function readConversation(id) {
+  const c = await run(() => api("GET", `/v1/conversations/${enc(id)}`));
+  if (!c) return;
+  state.transcriptId = c.id;
+  $("#transcript-id").textContent = c.id;
+  $("#transcript-meta").textContent = `${siteLabel(c.siteId)} · ${avatarLabel(c.avatar)} · ${fmtTime(c.startedAt)} · ` +
+    `${fmtDuration(c.durationSeconds)} · ended: ${c.endReason} · ${c.status}` +
+    (c.expiresAt ? ` · kept until ${fmtTime(c.expiresAt)}` : "");
+  const turns = (c.transcript || []).map((t) => h("li", { class: `turn turn-${t.role}` },
+    h("span", { class: "who" }, t.role === "user" ? "Visitor" : "Avatar"),
+    h("time", { class: "muted small", datetime: t.timestamp || "" }, t.timestamp ? fmtTime(t.timestamp) : ""),
+    h("p", {}, t.content ?? (t.toolCalls ? `(tool call: ${t.toolCalls.map((x) => x.name).join(", ")})` : "—"))));
+  $("#transcript-turns").replaceChildren(...turns);
+  $("#transcript-empty").hidden = turns.length > 0;
+  openPanel($("#transcript"));
+}
+
+async function deleteConversation(id) {
+  if (!confirm("Delete this conversation here and at the upstream? This cannot be undone.")) return;
+  const done = await run(() => api("DELETE", `/v1/conversations/${enc(id)}`), (r) => (r.upstream === "refused"
+    ? `Conversation deleted here; the upstream refused to delete its copy: ${r.upstreamMessage}`
+    : `Conversation deleted (upstream: ${r.upstream}).`));
+  if (!done) return;
+  if (state.transcriptId === id) $("#transcript").hidden = true;
+  state.conversations = state.conversations.filter((c) => c.id !== id);
+  renderConversations();
+}
+
+// --------------------------------------------------------------------------- usage
+
+function isoDay(d) {
+  return d.toISOString().slice(0, 10);
+}
+
+function usageDefaults() {
+  const form = $("#usage-form");
+  if (fld(form, "to").value) return;
+  const today = new Date();
+  fld(form, "to").value = isoDay(today);
+  fld(form, "from").value = isoDay(new Date(today.getTime() - 29 * 86400000));
+}
+
+async function refreshUsage(ev) {
+  if (ev) ev.preventDefault();
+  usageDefaults();
+  const form = $("#usage-form");
+  const q = new URLSearchParams({ from: fld(form, "from").value, to: fld(form, "to").value });
+  const u = await run(() => api("GET", `/v1/usage?${q}`));
+  if (u) renderUsage(u);
+}
+
+function renderUsage(u) {
+  $("#usage-sessions").textContent = fmtNum(u.totalSessions);
+  $("#usage-minutes").textContent = fmtNum(Math.round(u.totalSeconds / 6) / 10);
+  $("#usage-average").textContent = fmtDuration(u.avgDurationSeconds);
+  $("#usage-upstream").textContent = u.upstream
+    ? `${fmtNum(u.upstream.totalSessions)} sessions, ${fmtNum(Math.round(u.upstream.totalSeconds / 6) / 10)} min`
+    : `unavailable${u.upstreamError ? ` (${u.upstreamError})` : ""}`;
+  fillTable($("#usage-sites"), u.bySite.map((x) => h("tr", {}, h("td", {}, siteLabel(x.siteId)),
+    h("td", {}, fmtNum(x.sessions)), h("td", {}, fmtNum(Math.round(x.seconds / 6) / 10)))));
+  fillTable($("#usage-reasons"), Object.entries(u.byEndReason).map(([r, n]) => h("tr", {}, h("td", {}, r),
+    h("td", {}, fmtNum(n)))));
+  drawUsageChart(u);
+}
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  for (const c of children) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+/** Stacked bars: one per day, a segment per site (sessions), with the day's total above. */
+function drawUsageChart(u) {
+  const chart = $("#usage-chart");
+  const W = 720, H = 220, left = 34, bottom = 24, top = 14;
+  const days = u.byDay.map((d) => d.date);
+  const max = Math.max(1, ...u.byDay.map((d) => d.sessions));
+  const step = (W - left - 6) / Math.max(1, days.length);
+  const bar = Math.max(2, step * 0.7);
+  const y = (n) => H - bottom - (n / max) * (H - bottom - top);
+  const parts = [svg("line", { x1: left, y1: H - bottom, x2: W, y2: H - bottom, stroke: "#adb5bd" }),
+    svg("text", { x: left - 4, y: y(max) + 4, "text-anchor": "end", "font-size": 10 }, String(max)),
+    svg("text", { x: left - 4, y: H - bottom + 4, "text-anchor": "end", "font-size": 10 }, "0")];
+  const base = days.map(() => 0);
+  u.bySite.forEach((site, i) => {
+    const colour = SITE_COLOURS[i % SITE_COLOURS.length];
+    site.byDay.forEach((d, j) => {
+      if (!d.sessions) return;
+      const y0 = y(base[j]), y1 = y(base[j] + d.sessions);
+      base[j] += d.sessions;
+      parts.push(svg("rect", { x: left + j * step + (step - bar) / 2, y: y1, width: bar, height: Math.max(1, y0 - y1),
+        fill: colour, "data-site": site.siteId || "admin", "data-date": d.date, "data-sessions": d.sessions },
+      svg("title", {}, `${siteLabel(site.siteId)} · ${d.date}: ${d.sessions} conversation(s), ${fmtDuration(d.seconds)}`)));
+    });
+  });
+  const every = Math.ceil(days.length / 10);
+  days.forEach((d, j) => {
+    if (j % every === 0) {
+      parts.push(svg("text", { x: left + j * step + step / 2, y: H - 8, "text-anchor": "middle", "font-size": 10 },
+        d.slice(5)));
+    }
+  });
+  chart.replaceChildren(...parts);
+  $("#usage-legend").replaceChildren(...u.bySite.map((site, i) => h("li", {},
+    h("span", { class: "swatch", "data-colour": SITE_COLOURS[i % SITE_COLOURS.length] }), siteLabel(site.siteId))));
+  for (const sw of document.querySelectorAll("#usage-legend .swatch")) sw.style.background = sw.dataset.colour;
+}
+
+// --------------------------------------------------------------------------- custom voices (avatar form)
+
+async function refreshVoices() {
+  const voices = await quietly(() => listAll("/v1/voices"));
+  if (voices) state.voices = voices;
+  fillVoiceOptions();
+}
+
+function fillVoiceOptions() {
+  const select = fld(avatarForm(), "voice");
+  const keep = select.value;
+  const presets = h("optgroup", { label: "Runway presets" }, ...VOICE_PRESETS.map((v) => h("option", { value: v }, v)));
+  const custom = h("optgroup", { label: "Custom voices" }, ...state.voices.filter((v) => v.status !== "FAILED")
+    .map((v) => h("option", { value: `custom:${v.id}` }, v.status === "READY" ? v.name : `${v.name} (processing)`)));
+  select.replaceChildren(presets, ...(state.voices.length ? [custom] : []));
+  if (keep) {
+    if (keep.startsWith("custom:")) ensureOption(select, keep, `custom voice ${keep.slice(7)}`);
+    select.value = keep;
+  }
+}
+
+function voiceDraft() {
+  const form = avatarForm();
+  return { name: fld(form, "voiceName").value.trim(), prompt: fld(form, "voicePrompt").value.trim(),
+    model: fld(form, "voiceModel").value };
+}
+
+async function previewVoice() {
+  const { prompt, model } = voiceDraft();
+  const p = await run(() => api("POST", "/v1/voices/preview", { prompt, model }));
+  if (!p) return;
+  const audio = $("#voice-preview");
+  audio.src = p.url;
+  audio.hidden = false;
+  $("#voice-note").textContent = `A ${p.durationSecs.toFixed(1)} s sample.`;
+}
+
+async function createVoice() {
+  const { name, prompt, model } = voiceDraft();
+  const v = await run(() => api("POST", "/v1/voices", { name, from: { type: "text", prompt, model } }),
+    (x) => `Voice ${x.name} created (${x.status}); it is selected for this avatar.`);
+  if (!v) return;
+  state.voices = [v, ...state.voices.filter((x) => x.id !== v.id)];
+  fillVoiceOptions();
+  fld(avatarForm(), "voice").value = `custom:${v.id}`;
+  $("#voice-new").open = false;
+}
+
 // --------------------------------------------------------------------------- wiring
 
 function wireCancel(panel, close) {
@@ -1098,6 +1337,16 @@ function init() {
 
   $("#sessions-status").addEventListener("change", refreshSessions);
   $("#session-refresh").addEventListener("click", refreshSessions);
+
+  $("#conversations-site").addEventListener("change", () => refreshConversations());
+  $("#conversations-avatar").addEventListener("change", () => refreshConversations());
+  $("#conversations-refresh").addEventListener("click", () => refreshConversations());
+  $("#conversations-more").addEventListener("click", () => refreshConversations(true));
+  $("#transcript-delete").addEventListener("click", () => state.transcriptId && deleteConversation(state.transcriptId));
+  wireCancel($("#transcript"), () => { $("#transcript").hidden = true; });
+  $("#usage-form").addEventListener("submit", refreshUsage);
+  $("#voice-preview-btn").addEventListener("click", previewVoice);
+  $("#voice-create-btn").addEventListener("click", createVoice);
 
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) signIn(saved);

@@ -163,8 +163,8 @@ async def test_admin_console_journey(server: ServerHarness) -> None:
         assert [u["id"] for u in used_by] == [avatar["id"]]
 
         # --- a document past the budget: the 422 is shown, nothing changes
-        # random base64 costs about one token per character (60,000 characters: under the 64 KB body limit)
-        content = base64.b64encode(secrets.token_bytes(45_000)).decode()
+        # random base64 costs about 0.68 o200k tokens a character (100,000 characters: ~68,000 tokens)
+        content = base64.b64encode(secrets.token_bytes(75_000)).decode()
         big = await api(server, "POST", "/v1/documents", {"name": "Huge manual", "content": content})
         assert big["tokens"] + doc["tokens"] > 50_000, big["tokens"]
         await page.click("#avatar-refresh")
