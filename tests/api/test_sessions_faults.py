@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from ..harness import ServerHarness, fast_engine_config, make_settings, upstream_final

@@ -36,7 +36,14 @@ from avatar_server.engine.api import create_engine_app
 from avatar_server.store.embedded import free_port
 from tests.e2e.browser_helpers import EmbedPage, chromium
 from tests.e2e.npm_helpers import REACT_SDK, REACT_SDK_BUNDLE, VENDOR, VENDOR_BUNDLE, ensure_bundle
-from tests.harness import ENGINE_KEY, EngineHarness, ServerHarness, assert_no_leaks, fast_engine_config, make_settings
+from tests.harness import (
+    ENGINE_KEY,
+    EngineHarness,
+    ServerHarness,
+    assert_no_leaks,
+    fast_engine_config,
+    make_settings,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
