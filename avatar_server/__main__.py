@@ -18,7 +18,16 @@ def _serve(argv: list[str]) -> int:
     from .settings import Settings
     from .store.ownership import DataDirLock
 
-    parser = argparse.ArgumentParser(prog="avatar-server", description="Real-time avatar session backend")
+    parser = argparse.ArgumentParser(
+        prog="avatar-server",
+        description="Real-time avatar session backend. Settings come from the environment "
+                    "(see docs/operations.md); without RUNWAYML_API_SECRET it runs its local engine.",
+        epilog="commands:\n"
+               "  avatar-server [serve] [--host H] [--port P]   the server (the default)\n"
+               "  avatar-server engine [--port N] ...          the Runway-compatible engine alone "
+               "(see: avatar-server engine --help)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", help="listen address (default AVATAR_SERVER_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (default AVATAR_SERVER_PORT or 8080)")
     args = parser.parse_args(argv)
@@ -56,9 +65,15 @@ def _engine(argv: list[str]) -> int:
     from .store.engine_catalog import EngineCatalogStore
     from .store.ownership import DataDirLock
 
-    parser = argparse.ArgumentParser(prog="avatar-server engine", description="The local Runway-compatible engine")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8090)
+    parser = argparse.ArgumentParser(
+        prog="avatar-server engine",
+        description="The local Runway-compatible engine alone: realtime sessions with a WebRTC media peer, "
+                    "avatars, documents, conversations, usage and voices, at the root of this address "
+                    "(point Runway's SDKs, or an avatar-server with RUNWAYML_BASE_URL, at http://HOST:PORT). "
+                    "Engine behaviour comes from AVATAR_ENGINE_* variables (docs/operations.md).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8090, help="listen port (default 8090)")
     parser.add_argument("--api-key", action="append", default=[],
                         help="accepted API key (repeatable; default: the admin token)")
     parser.add_argument("--data-dir", type=Path,

@@ -17,8 +17,10 @@ if [ "${#pkgs[@]}" -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     echo "installing system packages: ${pkgs[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
+    # another apt (unattended upgrades, a second install) may hold the dpkg lock: wait for it, bounded
+    wait_lock=(-o DPkg::Lock::Timeout=300)
+    $SUDO apt-get "${wait_lock[@]}" update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get "${wait_lock[@]}" install -y -qq "${pkgs[@]}" >/dev/null
   else
     echo "please install: ${pkgs[*]} (redis-server is required; espeak-ng gives the avatar a voice)" >&2
     command -v redis-server >/dev/null 2>&1 || exit 1

@@ -20,7 +20,9 @@ routes = web.RouteTableDef()
 
 
 def signal_url(request: web.Request, session_id: str) -> str:
-    base = request.app[SETTINGS].public_url or f"{request.scheme}://{request.host}"
+    """The one public base URL (``AVATAR_SERVER_PUBLIC_URL``, else derived from the listen address),
+    the same the engine's media URL and the demo use: never a mix of ``localhost`` and ``127.0.0.1``."""
+    base = request.app[SETTINGS].base_url()
     scheme = "wss" if base.startswith("https") else "ws"
     return f"{scheme}{base[base.index(':'):]}/v1/sessions/{session_id}/signal"
 

@@ -129,6 +129,7 @@ def create_engine_app(
         await state.close()
 
     app.on_cleanup.append(close_state)
+    app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_post("/v1/realtime_sessions", create_session)
     app.router.add_get("/v1/realtime_sessions/{id}", get_session, allow_head=False)
     app.router.add_delete("/v1/realtime_sessions/{id}", delete_session)
@@ -500,6 +501,11 @@ async def list_sessions(request: web.Request) -> web.StreamResponse:
             for s in request.app[ENGINE_STATE].sessions.values()
         ]
     )
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    """Liveness, no key needed: 200 while the engine serves (``avatar-server engine``'s health check)."""
+    return web.json_response({"status": "ok"})
 
 
 async def get_stats(request: web.Request) -> web.StreamResponse:

@@ -99,3 +99,16 @@ async def test_configured_ice_servers_reach_the_browser(redis_url, data_dir) -> 
         await assert_no_leaks(h, None, h.control)
     finally:
         await h.stop_all()
+
+
+async def test_connect_names_one_public_base_url_whatever_host_the_caller_used(server: ServerHarness) -> None:
+    """A caller that reached the server as ``localhost`` gets the same base in every URL of the answer
+    (the signal socket and the media URL), not a mix of ``localhost`` and ``127.0.0.1``."""
+    port = server.settings.port
+    status, body, _ = await server.call("POST", "/v1/sessions/connect", token=server.settings.admin_token,
+                                        json_body={"avatarId": "cooking-teacher"},
+                                        headers={"Host": f"localhost:{port}"})
+    assert status == 200, body
+    assert body["signalUrl"].startswith(f"ws://127.0.0.1:{port}/v1/sessions/"), body["signalUrl"]
+    assert body["serverUrl"].startswith(f"http://127.0.0.1:{port}/engine/"), body["serverUrl"]
+    await server.admin("DELETE", f"/v1/sessions/{body['sessionId']}")

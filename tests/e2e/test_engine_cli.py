@@ -32,6 +32,7 @@ def test_standalone_engine_keeps_its_catalog_in_its_data_dir(tmp_path: Path) -> 
     base = f"http://127.0.0.1:{port}"
     proc = start(tmp_path, port)
     try:
+        assert http_json(base + "/healthz", "GET", None, {}) == (200, {"status": "ok"})  # no key needed
         status, doc = request(base, "/v1/documents", "POST", {"name": "faq.md", "content": "Open daily."})
         assert status == 200, doc
         status, avatar = request(base, "/v1/avatars", "POST", avatar_body(documentIds=[doc["id"]]))
