@@ -35,6 +35,14 @@ async def _check_webhook_url(request: web.Request, url: str | None) -> None:
         await check_webhook_url(url, allow_private=request.app[SETTINGS].allow_private_targets)
 
 
+async def _check_tool_urls(request: web.Request, tools: list[dict[str, Any]] | None) -> None:
+    """A backend_rpc tool's url follows the webhook target rules (https, a public domain name)."""
+    for i, tool in enumerate(tools or []):
+        if tool.get("url") is not None:
+            await check_webhook_url(tool["url"], allow_private=request.app[SETTINGS].allow_private_targets,
+                                    field=f"tools.{i}.url")
+
+
 def _json(site: Site, status: int = 200) -> web.Response:
     return web.json_response(site.model_dump(mode="json"), status=status)
 
@@ -52,6 +60,7 @@ async def create_site(request: web.Request) -> web.Response:
     body = await bodies.parse(request, SiteCreate)
     _check_cap(request, body.maxDuration)
     await _check_webhook_url(request, body.webhookUrl)
+    await _check_tool_urls(request, body.model_dump()["tools"])
     secret = new_webhook_secret()
     register_secret(secret)
     site = await request.app[SITES].create(body.model_dump(), webhook_secret=secret)
@@ -86,6 +95,7 @@ async def patch_site(request: web.Request) -> web.Response:
     changes = body.changes()
     _check_cap(request, changes.get("maxDuration"))
     await _check_webhook_url(request, changes.get("webhookUrl"))
+    await _check_tool_urls(request, changes.get("tools"))
     site = await request.app[SITES].update(path_id(request, "id", "site"), changes)
     if site is None:
         raise NotFound(f"no site {request.match_info['id']}", code="site_not_found")

@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from avatar_server.models.avatars import SESSION_PRESETS
 from avatar_server.models.common import NoControls, RequestBody, ResponseModel, Timestamp
+from avatar_server.models.sessions import Tool
 
 NAME_MAX = 100
 ORIGINS_MAX = 50
@@ -116,6 +117,48 @@ SiteMaxDuration = Annotated[int, Field(ge=10, le=300, strict=True)]
 # AVATAR_SERVER_ALLOW_PRIVATE_TARGETS and DNS, in avatar_server.webhooks.targets)
 WebhookUrl = Annotated[str, Field(min_length=8, max_length=2048, examples=["https://api.example.com/hooks/avatar"]),
                        NoControls]
+TOOLS_MAX = 20
+TOOL_TIMEOUT_DEFAULT = 10.0
+TOOL_TIMEOUT_MAX = 30.0
+
+
+class SiteTool(Tool):
+    """One of Runway's tool objects (``client_event`` or ``backend_rpc``), validated as Runway does, plus
+    our own fields for a ``backend_rpc`` tool: ``url`` (the site's backend: https, a public domain name —
+    the webhook target rules, checked by ``avatar_server.webhooks.targets``) and ``timeoutSeconds``.
+    Neither goes upstream or to a browser."""
+
+    url: Annotated[str, Field(min_length=8, max_length=2048, examples=["https://api.example.com/avatar/tools"]),
+                   NoControls] | None = Field(None, description="backend_rpc only (required there): where the "
+                                              "server POSTs {sessionId, siteId, tool, args}, signed like webhooks")
+    timeoutSeconds: Annotated[float, Field(gt=0, le=TOOL_TIMEOUT_MAX)] | None = Field(
+        None, description=f"backend_rpc only: how long the server waits for the site's backend (default "
+        f"{TOOL_TIMEOUT_DEFAULT:g} s, at most {TOOL_TIMEOUT_MAX:g} s)")
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> SiteTool:
+        if self.type == "backend_rpc":
+            if self.url is None:
+                raise ValueError("a backend_rpc tool needs a url (the site's backend)")
+            if self.timeoutSeconds is None:
+                self.timeoutSeconds = TOOL_TIMEOUT_DEFAULT
+        elif self.url is not None or self.timeoutSeconds is not None:
+            raise ValueError("url and timeoutSeconds are for backend_rpc tools only")
+        return self
+
+    def upstream(self) -> dict[str, Any]:
+        """The tool as Runway takes it (without our fields)."""
+        return self.model_dump(exclude={"url", "timeoutSeconds"})
+
+
+def _unique_tools(tools: list[SiteTool]) -> list[SiteTool]:
+    names = [t.name for t in tools]
+    if len(set(names)) != len(names):
+        raise ValueError("tool names must be unique")
+    return tools
+
+
+SiteTools = Annotated[list[SiteTool], Field(max_length=TOOLS_MAX), AfterValidator(_unique_tools)]
 
 
 class SiteCreate(RequestBody):
@@ -127,6 +170,7 @@ class SiteCreate(RequestBody):
     maxConcurrentSessions: MaxConcurrent
     maxDuration: SiteMaxDuration | None = None
     webhookUrl: WebhookUrl | None = None
+    tools: SiteTools = []
 
     @field_validator("name")
     @classmethod
@@ -138,7 +182,7 @@ class SiteCreate(RequestBody):
 
 class SitePatch(RequestBody):
     """Body of ``PATCH /v1/sites/{id}``: any subset; ``maxDuration: null`` removes the site's own limit,
-    ``webhookUrl: null`` stops its webhooks."""
+    ``webhookUrl: null`` stops its webhooks; ``tools`` replaces the whole list (``[]`` removes them)."""
 
     name: SiteName | None = None
     allowedOrigins: AllowedOrigins | None = None
@@ -146,8 +190,9 @@ class SitePatch(RequestBody):
     maxConcurrentSessions: MaxConcurrent | None = None
     maxDuration: SiteMaxDuration | None = None
     webhookUrl: WebhookUrl | None = None
+    tools: SiteTools | None = None
 
-    @field_validator("name", "allowedOrigins", "avatarIds", "maxConcurrentSessions", mode="before")
+    @field_validator("name", "allowedOrigins", "avatarIds", "maxConcurrentSessions", "tools", mode="before")
     @classmethod
     def _no_null(cls, v: Any) -> Any:
         if v is None:
@@ -181,6 +226,8 @@ class Site(ResponseModel):
     keyRotatedAt: Timestamp | None = None
     webhookUrl: str | None = Field(None, description="where session.started/session.ended (and "
                                    "conversation.ready) are POSTed, signed with the site's webhook secret")
+    tools: list[SiteTool] = Field([], description="the tools of every session started with the site's key "
+                                  "(Runway's tool objects; a backend_rpc tool's url and timeoutSeconds stay here)")
 
     def allows_avatar(self, avatar_id: str) -> bool:
         try:

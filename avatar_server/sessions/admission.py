@@ -93,8 +93,15 @@ class Admission:
             if not site.allows_avatar(avatar_id):
                 raise Forbidden("this avatar is not available on this site", code="avatar_not_allowed")
         svc = self.sessions
+        if site is not None and req.tools is not None:
+            raise ValidationFailed("tools: a site's sessions get the site's tools (PATCH /v1/sites/{id}); "
+                                   "a visitor's start may not set them", field="tools")
         record = svc.new_record(req, site_id=site.id if site else None, origin=starter.origin,
                                 max_duration_ceiling=site.maxDuration if site else None)
+        if site is not None and site.tools:
+            # the site's tools, url and timeoutSeconds included: the record is server-side only
+            # (``SessionRecord.public`` leaves tools out; ``upstream_body`` strips our fields)
+            record = record.model_copy(update={"tools": [t.model_dump(exclude_none=True) for t in site.tools]})
         if self.avatar_check is not None:
             await self.avatar_check(record.avatar)
         site_slot = False

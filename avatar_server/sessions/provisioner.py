@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("avatar_server.provisioner")
 
 
+SERVER_TOOL_FIELDS = frozenset({"url", "timeoutSeconds"})
+
+
 def upstream_body(rec: SessionRecord) -> dict[str, Any]:
     body: dict[str, Any] = {"model": "gwm1_avatars", "avatar": rec.avatar, "maxDuration": rec.maxDuration}
     if rec.personality:
@@ -40,7 +43,8 @@ def upstream_body(rec: SessionRecord) -> dict[str, Any]:
     if rec.startScript:
         body["startScript"] = rec.startScript
     if rec.tools:
-        body["tools"] = rec.tools
+        # a site's backend_rpc tools carry our own url and timeoutSeconds: never sent upstream
+        body["tools"] = [{k: v for k, v in t.items() if k not in SERVER_TOOL_FIELDS} for t in rec.tools]
     return body
 
 
@@ -54,6 +58,7 @@ class Provisioner:
             instance_id=service.instance_id,
             lease_seconds=service.config.lease_seconds,
             on_answer=self.on_answer,
+            also_held=service.stepping,
         )
 
     def start(self, rec: SessionRecord) -> None:

@@ -26,13 +26,24 @@ RESOLVE_TIMEOUT = 3.0
 _FORBIDDEN_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
 
 
-def _refuse(message: str, code: str) -> ValidationFailed:
-    return ValidationFailed(f"{FIELD}: {message}", field=FIELD, code=code)
+def _refuse(message: str, code: str, field: str = FIELD) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {message}", field=field, code=code)
 
 
-async def check_webhook_url(value: str, *, allow_private: bool) -> str:
+async def check_webhook_url(value: str, *, allow_private: bool, field: str = FIELD) -> str:
     """``value`` if it may receive webhooks, else ``ValidationFailed`` (422, ``field: webhookUrl``,
-    code ``invalid_webhook_url``, ``webhook_url_not_allowed`` or ``webhook_host_unresolvable``)."""
+    code ``invalid_webhook_url``, ``webhook_url_not_allowed`` or ``webhook_host_unresolvable``).
+
+    The same rules hold for a ``backend_rpc`` tool's ``url`` (``field`` names it then)."""
+    try:
+        return await _check_webhook_url(value, allow_private=allow_private)
+    except ValidationFailed as exc:
+        if field == FIELD:
+            raise
+        raise _refuse(exc.message.removeprefix(f"{FIELD}: "), exc.code, field) from None
+
+
+async def _check_webhook_url(value: str, *, allow_private: bool) -> str:
     if allow_private:
         return _check_any_http(value)
     if not value.startswith("https://"):
