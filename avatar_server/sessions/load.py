@@ -18,7 +18,7 @@ from ..errors import ServerBusy
 
 BEAT = 0.1
 WINDOW = 1.0
-POOL_BUSY = 0.9  # share of a pool in use beyond which the instance is saturated
+POOL_BUSY = 1.0  # a pool is saturated when every connection is in use (the next request would wait)
 
 
 class LoadMonitor:

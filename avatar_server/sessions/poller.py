@@ -86,6 +86,7 @@ class PollScheduler:
         instance_id: str,
         lease_seconds: float,
         on_answer: OnAnswer,
+        also_held: Callable[[], list[str]] = list,
     ) -> None:
         self.upstream = upstream
         self.store = store
@@ -93,6 +94,7 @@ class PollScheduler:
         self.instance_id = instance_id
         self.lease_seconds = lease_seconds
         self.on_answer = on_answer
+        self.also_held = also_held  # sessions in a create or finish step: their leases are renewed too
         self.watches: dict[str, Watch] = {}
         self.stats = _Stats()
         self._heap: list[tuple[float, int, Watch]] = []
@@ -256,9 +258,10 @@ class PollScheduler:
 
     async def _renew_leases(self) -> None:
         ids = list(self.watches)
-        if not ids:
+        stepping = [sid for sid in self.also_held() if sid not in self.watches]
+        if not ids and not stepping:
             return
-        held = await self.store.renew_leases(ids, self.instance_id, self.lease_seconds)
+        held = await self.store.renew_leases(ids + stepping, self.instance_id, self.lease_seconds)
         for sid, ok in zip(ids, held, strict=True):
             if not ok:
                 self.stats.lost_leases += 1

@@ -174,6 +174,10 @@ class SessionService:
         self._tasks[session_id] = task
         task.add_done_callback(lambda t, sid=session_id: self._tasks.pop(sid, None) if self._tasks.get(sid) is t else None)
 
+    def stepping(self) -> list[str]:
+        """Sessions with a provisioning step (create, finish) running on this instance."""
+        return list(self._tasks)
+
     def track(self, coro: Awaitable[None]) -> None:
         """Run clean-up work (e.g. cancelling an upstream session) that must not be cut short."""
         task = asyncio.ensure_future(coro)

@@ -60,12 +60,14 @@ return 0
 """
 
 
-# KEYS: lease keys; ARGV: owner, ttl ms → per key 1 if still held by owner (and renewed), else 0
+# KEYS: lease keys; ARGV: owner, ttl ms → per key 1 if held by owner now (renewed, or taken again
+# after it lapsed while nobody else took it), else 0 (another instance holds it)
 _RENEW_LEASES = """
 local out = {}
 for i, k in ipairs(KEYS) do
-  if redis.call('GET', k) == ARGV[1] then
-    redis.call('PEXPIRE', k, tonumber(ARGV[2]))
+  local holder = redis.call('GET', k)
+  if holder == ARGV[1] or not holder then
+    redis.call('SET', k, ARGV[1], 'PX', tonumber(ARGV[2]))
     out[i] = 1
   else
     out[i] = 0
@@ -243,7 +245,8 @@ class SessionStore:
         return bool(await self.r.pexpire(key, int(ttl * 1000)))
 
     async def renew_leases(self, session_ids: Sequence[str], owner: str, ttl: float) -> list[bool]:
-        """Renew many leases in one call; False where ``owner`` no longer holds one."""
+        """Renew many leases in one call (one that lapsed unclaimed is taken again); False where
+        another instance holds it now."""
         out: list[bool] = []
         for i in range(0, len(session_ids), 500):
             chunk = session_ids[i:i + 500]

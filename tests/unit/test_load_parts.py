@@ -124,9 +124,27 @@ async def test_a_lagging_loop_refuses_starts_then_recovers() -> None:
         assert caught.value.code == "server_busy" and caught.value.headers["Retry-After"] == "2"
         await asyncio.sleep(1.2)  # a quiet second later
         monitor.check()
-        in_use[0] = 0.95  # a saturated pool refuses too
+        in_use[0] = 1.0  # a saturated pool (every connection in use) refuses too
         with pytest.raises(ServerBusy):
             monitor.check()
     finally:
         await monitor.close()
         await monitor.close()  # idempotent
+
+
+async def test_a_lease_that_lapsed_unclaimed_is_taken_again_one_held_elsewhere_is_not(redis_url: str) -> None:
+    from avatar_server.store.sessions import SessionStore
+
+    r = client_from_url(redis_url)
+    try:
+        store = SessionStore(r)
+        assert await store.take_lease("mine", "me", 0.05)
+        assert await store.take_lease("theirs", "them", 5)
+        await asyncio.sleep(0.1)  # "mine" lapsed (a create outlasted it) and nobody took it
+        assert await store.renew_leases(["mine", "theirs"], "me", 5) == [True, False]
+        assert not await store.take_lease("mine", "them", 5)  # it is held again
+        await store.release_leases(["mine", "theirs"], "me")
+        assert await store.take_lease("mine", "them", 5)  # given back; "theirs" untouched
+        assert not await store.take_lease("theirs", "me", 5)
+    finally:
+        await r.aclose()
