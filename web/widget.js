@@ -7,7 +7,8 @@
 // server (default: where this script came from), max-duration (seconds, ≤ the site's limit).
 // Methods: start() → Promise (resolves when the avatar's media plays), end() → Promise,
 // setMicrophone(on), sendMessage(text). Events (bubbling, composed): avatar-status
-// {sessionId, status, queued, position, etaSeconds, message} and avatar-ended {sessionId, reason, message}.
+// {sessionId, status, queued, position, etaSeconds, message}, avatar-ended {sessionId, reason, message} and
+// avatar-tool {name, args} (a client_event tool call of the avatar).
 // While the server's waiting room holds the start, status is "queued" and position/etaSeconds
 // say where the visitor is in line ("You're number 3 in line — about 40 s").
 // Transports: "webrtc" (the local engine: a plain RTCPeerConnection, no build step) and
@@ -355,6 +356,7 @@ class Call {
       let msg;
       try { msg = JSON.parse(ev.data); } catch { return; }
       if (msg.type === "transcription" && typeof msg.text === "string") this.w._caption(msg.role, msg.text);
+      else if (msg.type === "client_event" && typeof msg.tool === "string") this.clientEvent(msg.tool, msg.args);
     };
     pc.addTransceiver("video", { direction: "recvonly" });
     this.mic = await this.micRequest;
@@ -401,6 +403,14 @@ class Call {
     });
   }
 
+  // A client_event tool call (Runway's {type:"client_event", tool, args}): the page hears it as a
+  // bubbling, composed `avatar-tool` event, detail {name, args}.
+  clientEvent(name, args) {
+    if (this.ended) return;
+    const plain = args && typeof args === "object" && !Array.isArray(args) ? args : {};
+    this.w._emit("avatar-tool", { name, args: plain });
+  }
+
   async connectLivekit(creds, video) {
     this.mic = await this.micRequest;
     const wantMic = !!(this.mic && this.mic.getAudioTracks().length);
@@ -422,6 +432,7 @@ class Call {
       video,
       microphone: wantMic && this.micOn,
       onTranscript: (t) => { if (t && typeof t.text === "string") this.w._caption(t.role, t.text, t.id); },
+      onClientEvent: (e) => { if (e && typeof e.name === "string") this.clientEvent(e.name, e.args); },
       onEnd: (reason) => {
         if (this.ended || this.ending) return;
         // the room closed under us: the server will say why; ask it to end in any case

@@ -113,7 +113,7 @@ class EmbedPage:
 # Collects the widget's events on window.__events (installed before the page's scripts run).
 RECORD_EVENTS = """
 window.__events = [];
-for (const type of ["avatar-status", "avatar-ended"]) {
+for (const type of ["avatar-status", "avatar-ended", "avatar-tool"]) {
   document.addEventListener(type, (ev) => window.__events.push({type, detail: ev.detail,
     composed: ev.composed, bubbles: ev.bubbles}));
 }

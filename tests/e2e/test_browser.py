@@ -218,6 +218,10 @@ export async function connect(opts) {
   const deltas = ["Hello", "Hello from", "Hello from the stand-in"];
   deltas.forEach((text, i) => setTimeout(() => opts.onTranscript(
     { role: "assistant", text, final: i === deltas.length - 1, id: "turn-1" }), 50 + 20 * i));
+  // as the adapter does with the SDK's AvatarEvent.ClientEvent
+  if (typeof opts.onClientEvent === "function") {
+    setTimeout(() => opts.onClientEvent({ name: "show_product", args: { product: "kettle" } }), 150);
+  }
   return {
     async end() { rec.calls.push("end"); clearInterval(timer); },
     async setMicrophone(on) { rec.calls.push(`mic:${on}`); },
@@ -284,6 +288,10 @@ async def test_livekit_transport_hands_credentials_to_the_sdk_module(livekit_ser
             await page.locator(f"{WIDGET} .caption.assistant", has_text="Hello from the stand-in").wait_for()
             captions = await page.locator(f"{WIDGET} .caption.assistant").all_inner_texts()
             assert captions == ["Hello from the stand-in"], captions  # deltas of one turn: one line
+            await page.wait_for_function("() => window.__events.some((e) => e.type === 'avatar-tool')")
+            tool = (await events(page, "avatar-tool"))[0]
+            assert tool["detail"] == {"name": "show_product", "args": {"product": "kettle"}}, tool
+            assert tool["bubbles"] and tool["composed"]
             await page.locator(f"{WIDGET} .mic").click()
             detail = await page.evaluate(f"document.querySelector('{WIDGET}').end()")
             assert detail["reason"] == "client", detail
@@ -468,6 +476,38 @@ async def test_widget_on_a_customer_site_plays_from_the_engine(make_server: Serv
             assert detail["reason"] == "client"
     rec = await server.wait_for(started["sessionId"], lambda r: r["status"] == "ENDED")
     assert rec["endReason"] == "client"
+
+
+async def test_a_client_event_tool_reaches_the_page_as_avatar_tool(make_server: ServerFactory) -> None:
+    """Issue 12: the site's client_event tool; the visitor's message names it; the engine sends Runway's
+    {type: "client_event", tool, args} on the data channel; the widget dispatches `avatar-tool`."""
+    server = await make_server()
+    async with EmbedPage("") as site:
+        status, created = await server.admin("POST", "/v1/sites", {
+            "name": "shop", "allowedOrigins": [site.origin], "avatarIds": ["cooking-teacher"],
+            "maxConcurrentSessions": 1, "tools": [{
+                "type": "client_event", "name": "show_product", "description": "Show a product card",
+                "parameters": [{"name": "product", "description": "which product", "type": "string"}]}]})
+        assert status == 201, created
+        site.html = embed_html(server.base, {"avatar": "cooking-teacher", "key": created["publishableKey"]})
+        async with chromium() as ctx:
+            page = await ctx.new_page()
+            await page.add_init_script(RECORD_EVENTS)
+            await page.goto(site.origin + "/")
+            await page.wait_for_function(f"() => customElements.get('{WIDGET}') !== undefined")
+            started = await page.evaluate(f"document.querySelector('{WIDGET}').start()")
+            await page.wait_for_function(
+                f"() => document.querySelector('{WIDGET}').sendMessage('Please show product blue kettle')",
+                timeout=10_000)
+            await page.wait_for_function("() => window.__events.some((e) => e.type === 'avatar-tool')",
+                                         timeout=15_000)
+            tool = (await events(page, "avatar-tool"))[0]
+            assert tool["detail"] == {"name": "show_product", "args": {"product": "blue kettle"}}, tool
+            assert tool["bubbles"] and tool["composed"]
+            await page.locator(f"{WIDGET} .caption.assistant", has_text="show product: done").wait_for()
+            detail = await page.evaluate(f"document.querySelector('{WIDGET}').end()")
+            assert detail["reason"] == "client"
+    await server.wait_for(started["sessionId"], lambda r: r["status"] == "ENDED")
 
 
 async def test_demo_lists_a_custom_avatar_added_to_its_site_by_name(make_server: ServerFactory) -> None:

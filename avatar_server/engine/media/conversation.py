@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
@@ -290,3 +291,134 @@ def compose_reply(question: str, passages: Sequence[Passage], personality: str |
 def answer(question: str, docs: Iterable[tuple[str, str]], personality: str | None) -> Reply:
     """``compose_reply`` over freshly split documents."""
     return compose_reply(question, split_passages(docs), personality)
+
+
+# ---------------------------------------------------------------- tools
+
+# The engine's avatar calls a tool when the visitor's message names it: every word of the tool's
+# name (``lookup_order`` → lookup, order; ``openTicket`` → open, ticket) appears in the message, a
+# word possibly split ("look up order 1234" names ``lookup`` and ``order``). Deterministic, so tests
+# and demos know exactly which message calls which tool. Arguments come from the rest of the message.
+
+_NAME_PART = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-./#]*")
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+_FILLER = frozenset("a an the my our your for of to with about on please me us called named is it".split())
+_YES = frozenset("yes true on enable enabled please".split())
+_NO = frozenset("no false off disable disabled not".split())
+MAX_SPLIT = 3  # a name word may be spoken as up to three words ("look up", "sign in")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    tool: dict[str, Any]
+    args: dict[str, Any]
+    missing: tuple[str, ...] = ()  # required parameters the message did not give
+
+    @property
+    def name(self) -> str:
+        return str(self.tool["name"])
+
+
+def name_words(name: str) -> list[str]:
+    """``lookup_order`` → [lookup, order]; ``showProduct`` → [show, product]."""
+    return [p.lower() for part in name.split("_") for p in _NAME_PART.findall(part)]
+
+
+def _span_of(word: str, words: Sequence[str], start: int = 0) -> tuple[int, int] | None:
+    """Where ``word`` is said in ``words`` (from ``start``): one word, or up to ``MAX_SPLIT`` joined."""
+    for i in range(start, len(words)):
+        joined = ""
+        for j in range(i, min(i + MAX_SPLIT, len(words))):
+            joined += words[j]
+            if joined == word or (j == i and stem(words[j]) == stem(word)):
+                return i, j + 1
+            if not word.startswith(joined):
+                break
+    return None
+
+
+def match_tool(text: str, tools: Sequence[dict[str, Any]]) -> ToolCall | None:
+    """The tool the message asks for (the one whose name words it says, most words first), or None."""
+    raw = _TOKEN.findall(text[:MAX_QUESTION_CHARS])
+    words = [w.lower().strip(".-/#") for w in raw]
+    best: tuple[int, dict[str, Any], int] | None = None
+    for tool in tools:
+        parts = name_words(str(tool.get("name", "")))
+        if not parts:
+            continue
+        end = 0
+        for part in parts:
+            span = _span_of(part, words)
+            if span is None:
+                break
+            end = max(end, span[1])
+        else:
+            if best is None or len(parts) > best[0]:
+                best = (len(parts), tool, end)
+    if best is None:
+        return None
+    _, tool, end = best
+    args, missing = _arguments(tool, raw, words, end)
+    return ToolCall(tool=tool, args=args, missing=tuple(missing))
+
+
+def _arguments(tool: dict[str, Any], raw: list[str], words: list[str],
+               after: int) -> tuple[dict[str, Any], list[str]]:
+    args: dict[str, Any] = {}
+    missing: list[str] = []
+    used: set[int] = set()
+    rest = list(range(after, len(words)))
+    for param in tool.get("parameters") or []:
+        name, kind = str(param["name"]), param.get("type")
+        value: Any = None
+        # a value named after the parameter ("order 1234", "product Blue Kettle") comes first
+        pwords = name_words(name)
+        anchor = _span_of(pwords[-1], words) if pwords else None
+        candidates = ([anchor[1]] if anchor else []) + rest
+        enum = param.get("enum")
+        if enum:
+            lowered = {str(e).lower(): e for e in enum}
+            value = next((lowered[words[i]] for i in range(len(words)) if words[i] in lowered), None)
+        elif kind in ("integer", "number"):
+            for i in candidates:
+                if i < len(words) and i not in used and _NUMBER.fullmatch(words[i]):
+                    used.add(i)
+                    value = float(words[i]) if kind == "number" else int(float(words[i]))
+                    break
+        elif kind == "boolean":
+            value = True if set(words) & _YES else False if set(words) & _NO else None
+        else:
+            idish = any(c.isdigit() for w in raw for c in w)
+            picked = next((i for i in candidates if i < len(words) and i not in used
+                           and (not idish or any(c.isdigit() for c in raw[i]))
+                           and words[i] not in _FILLER), None)
+            if picked is not None:
+                if any(c.isdigit() for c in raw[picked]):
+                    used.add(picked)
+                    value = raw[picked].strip(".,;:!?")
+                else:  # free text: the rest of the message from there
+                    span = [i for i in range(picked, len(words)) if i not in used]
+                    while span and words[span[-1]] in _FILLER:
+                        span.pop()
+                    used.update(span)
+                    value = " ".join(raw[i] for i in span).strip(".,;:!?") or None
+        if value is None:
+            if param.get("required", True):
+                missing.append(name)
+        else:
+            args[name] = value
+    return args, missing
+
+
+def describe_result(value: Any) -> str:
+    """A tool's result said aloud: a string as is, an object as ``key: value`` pairs."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {describe_result(v)}" for k, v in value.items()) or "nothing"
+    if isinstance(value, list):
+        return ", ".join(describe_result(v) for v in value) or "nothing"
+    if value is None:
+        return "nothing"
+    return json.dumps(value)

@@ -14,7 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 from avatar_server.engine.media.conversation import KnowledgeSource
-from avatar_server.engine.media.peer import CONNECT_TIMEOUT_SECONDS, CloseReason, EnginePeer, OfferError
+from avatar_server.engine.media.peer import (
+    CONNECT_TIMEOUT_SECONDS,
+    BackendCall,
+    CloseReason,
+    EnginePeer,
+    OfferError,
+    ToolTurn,
+)
 from avatar_server.engine.media.portrait import portrait_for
 from avatar_server.engine.media.speech import SpeechSynth
 from avatar_server.engine.media.video import FrameRenderer
@@ -64,6 +71,9 @@ class MediaManager:
         on_closed: Callable[[str], None],
         max_duration: float | None = None,
         on_turn: Callable[[str, str], None] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        call_backend: BackendCall | None = None,
+        on_tool: ToolTurn | None = None,
     ) -> dict[str, str]:
         """Answer a visitor's offer for ``session_id``; ``{"sdp", "type"}``.
 
@@ -97,6 +107,9 @@ class MediaManager:
                 connect_timeout=self._connect_timeout(),
                 max_duration=max_duration,
                 on_turn=on_turn,
+                tools=tools,
+                call_backend=call_backend,
+                on_tool=on_tool,
             )
             self._peers[session_id] = peer
             try:

@@ -12,6 +12,7 @@ Data channel, client → engine (JSON text):
     {"type": "END_CALL"}
 Engine → client:
     {"type": "transcription", "role": "user" | "assistant", "text": "...", "final": true}
+    {"type": "client_event", "tool": "<name>", "args": {...}}   (Runway's: a client_event tool call)
     {"type": "error", "message": "..."}         (unparseable input)
 
 Lifecycle: ``NEW → CONNECTED → CLOSED`` (or ``NEW → CLOSED``). ``on_connected``
@@ -28,7 +29,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
 
@@ -38,7 +40,16 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from avatar_server import jsonlimits
 from avatar_server.engine.media.audio import AvatarAudioTrack, MicLevel
-from avatar_server.engine.media.conversation import MAX_QUESTION_CHARS, KnowledgeSource, Reply, answer
+from avatar_server.engine.media.conversation import (
+    MAX_QUESTION_CHARS,
+    KnowledgeSource,
+    Reply,
+    ToolCall,
+    answer,
+    describe_result,
+    match_tool,
+    name_words,
+)
 from avatar_server.engine.media.portrait import avatar_seed
 from avatar_server.engine.media.speech import SpeechSynth, voice_of_avatar
 from avatar_server.engine.media.video import AvatarVideoTrack, FrameRenderer
@@ -49,6 +60,12 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_SECONDS = 30.0
 MAX_MESSAGE_BYTES = 16_384
 MAX_PENDING_REPLIES = 4
+
+# a backend_rpc tool call: (tool name, args) → {"result": <JSON>} or {"error": "<message>"}
+BackendCall = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+# one tool call of the conversation, told to the owner: (call {id, name, arguments}, result {id, name,
+# result, error, durationMs}) — the transcript's toolCalls / toolResults
+ToolTurn = Callable[[dict[str, Any], dict[str, Any]], None]
 
 
 class PeerState(StrEnum):
@@ -100,8 +117,15 @@ class EnginePeer:
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
         max_duration: float | None = None,
         on_turn: Callable[[str, str], None] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        call_backend: BackendCall | None = None,
+        on_tool: ToolTurn | None = None,
     ) -> None:
         self.session_id = session_id
+        self.tools = [t for t in tools or [] if isinstance(t, dict)]
+        self._call_backend = call_backend
+        self._on_tool = on_tool
+        self._tool_calls = 0
         self.avatar = avatar
         preset = preset_of(avatar)
         self.personality = _first(personality, avatar.get("personality"), preset and preset.personality)
@@ -229,8 +253,12 @@ class EnginePeer:
         try:
             self.send({"type": "transcription", "role": "user", "text": text, "final": True})
             self._turn("user", text)
-            reply = await self.reply(text)
-            await self.say(reply.text)
+            call = match_tool(text, self.tools) if self.tools else None
+            if call is not None:
+                await self.say(await self.use_tool(call))
+            else:
+                reply = await self.reply(text)
+                await self.say(reply.text)
         finally:
             self._pending_replies -= 1
 
@@ -244,6 +272,43 @@ class EnginePeer:
         docs = docs or preset_documents(self.avatar)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, answer, text, docs, self.personality)
+
+    async def use_tool(self, call: ToolCall) -> str:
+        """Call the tool the visitor asked for; what the avatar says about it.
+
+        ``client_event``: Runway's ``{"type": "client_event", "tool", "args"}`` on the data channel (the
+        page gets it). ``backend_rpc``: ``call_backend`` (the server's channel: the site's backend); its
+        result, or its error, is said."""
+        words = " ".join(name_words(call.name))
+        if call.missing:
+            return f"To {words} I need the {', '.join(call.missing)}."
+        self._tool_calls += 1
+        call_id = f"call_{self._tool_calls}"
+        started = time.monotonic()
+        outcome: dict[str, Any]
+        if call.tool.get("type") == "client_event":
+            self.send({"type": "client_event", "tool": call.name, "args": call.args})
+            outcome = {"result": None}
+        elif self._call_backend is None:
+            outcome = {"error": "no backend is connected for this session"}
+        else:
+            try:
+                outcome = await self._call_backend(call.name, call.args)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the channel broke: an error result, the call goes on
+                log.warning("session %s: tool %s failed: %s", self.session_id, call.name, exc)
+                outcome = {"error": "the tool could not be reached"}
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        if self._on_tool is not None:
+            self._call(self._on_tool, {"id": call_id, "name": call.name, "arguments": call.args},
+                       {"id": call_id, "name": call.name, "result": outcome.get("result"),
+                        "error": outcome.get("error"), "durationMs": duration_ms})
+        if outcome.get("error") is not None:
+            return f"Sorry, I could not {words}: {outcome['error']}."
+        if call.tool.get("type") == "client_event":
+            return f"Okay, {words}: done."
+        return f"Here is what I found: {describe_result(outcome.get('result'))}."
 
     async def say(self, text: str) -> None:
         """Send the assistant transcript and speak ``text`` (utterances keep their order)."""

@@ -48,6 +48,7 @@ class SessionMedia:
     personality: str | None
     start_script: str | None
     max_duration: float | None = None
+    tools: list[dict[str, Any]] | None = None
 
 
 def rtc_token_ok(session: object, token: str) -> bool:
@@ -71,6 +72,7 @@ def session_media_of(session: object) -> SessionMedia:
         avatar=avatar,
         personality=getattr(session, "personality", None),
         start_script=getattr(session, "start_script", None),
+        tools=getattr(session, "tools", None),
     )
 
 
@@ -88,6 +90,8 @@ def add_rtc_routes(
     session_media: Callable[[object], SessionMedia] = session_media_of,
     path: str = "/v1/rtc/{id}",
     on_turn: Callable[[str, str, str], None] | None = None,
+    call_backend: Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+    on_tool: Callable[[str, dict[str, Any], dict[str, Any]], None] | None = None,
 ) -> None:
     """Register the offer/answer endpoint (and its CORS preflight) on ``app``.
 
@@ -97,6 +101,8 @@ def add_rtc_routes(
     ``on_connected(id)`` fires when media flows, ``on_closed(id, reason)`` once
     when the peer ends (reasons: ``peer.CloseReason`` values); ``on_turn(id, role, text)`` for each
     turn of the conversation (``user``: the visitor's message as understood; ``assistant``: the answer).
+    ``call_backend(id, tool, args)`` answers a ``backend_rpc`` tool call (``{"result"}`` or ``{"error"}``);
+    ``on_tool(id, call, result)`` hears every tool call of the conversation.
     """
 
     async def _session(session_id: str) -> object | None:
@@ -132,6 +138,10 @@ def add_rtc_routes(
                 on_connected=lambda: on_connected(session_id),
                 on_closed=lambda reason: on_closed(session_id, reason),
                 on_turn=(lambda role, text: on_turn(session_id, role, text)) if on_turn is not None else None,
+                tools=media.tools,
+                call_backend=(lambda tool, args: call_backend(session_id, tool, args))
+                if call_backend is not None else None,
+                on_tool=(lambda call, result: on_tool(session_id, call, result)) if on_tool is not None else None,
             )
             # The session may have ended (cancelled, capped) while the peer was being built, before
             # its owner could see a peer to close: look again, and close the peer if so.

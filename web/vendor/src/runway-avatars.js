@@ -23,13 +23,14 @@ const ROLE_BY_ID = /^runway-transcription-(.+)-\d+$/;
  * @param {string} opts.roomName    the room (kept for logs; the token names the room)
  * @param {HTMLVideoElement} opts.video  receives the avatar's video and audio tracks
  * @param {(t: {role: string, text: string, final: boolean, id: string}) => void} [opts.onTranscript]
+ * @param {(e: {name: string, args: object}) => void} [opts.onClientEvent] a client_event tool call
  * @param {(reason: string) => void} [opts.onEnd]  once: "client" (end()), "disconnected", "error"
  * @param {boolean} [opts.microphone=true]  publish the visitor's microphone at once
  * @param {string} [opts.sessionId]
  * @returns {Promise<{end(): Promise<void>, setMicrophone(on: boolean): Promise<void>, session: AvatarSession}>}
  */
 export async function connect({
-  serverUrl, token, roomName, video, onTranscript, onEnd, microphone = true, sessionId,
+  serverUrl, token, roomName, video, onTranscript, onEnd, onClientEvent, microphone = true, sessionId,
 }) {
   if (!serverUrl || !token || !roomName) throw new Error("serverUrl, token and roomName are required");
   if (!video) throw new Error("a <video> element is required");
@@ -63,6 +64,12 @@ export async function connect({
   session.on(AvatarEvent.Transcript, (entry) => {
     if (!onTranscript || !entry || typeof entry.text !== "string") return;
     onTranscript({ role: roleOf(entry, session), text: entry.text, final: !!entry.final, id: entry.id });
+  });
+  // client_event tool calls: the SDK parses Runway's {type:"client_event", tool, args} data-channel
+  // payloads and emits them as AvatarEvent.ClientEvent
+  session.on(AvatarEvent.ClientEvent, (event) => {
+    if (!onClientEvent || !event || typeof event.tool !== "string") return;
+    onClientEvent({ name: event.tool, args: event.args && typeof event.args === "object" ? event.args : {} });
   });
   session.on(AvatarEvent.StateChanged, (state) => {
     if (state === "ended") finish(endingByClient ? "client" : "disconnected");
