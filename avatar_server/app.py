@@ -60,6 +60,7 @@ from .store.ratelimit import RateLimiter
 from .store.room import RoomStore
 from .store.sessions import SessionStore
 from .store.sites import SiteStore
+from .tools import SiteBackend, ToolHandler, ToolService
 from .upstream import UpstreamClient
 from .upstream.budget import RequestBudget
 from .webhooks import Sender, WebhookService
@@ -108,6 +109,7 @@ def create_app(settings: Settings, *, engine_config: EngineConfig | None = None)
     app.cleanup_ctx.append(_knowledge_ctx)
     app.cleanup_ctx.append(_operations_ctx)
     app.cleanup_ctx.append(_conversations_ctx)
+    app.cleanup_ctx.append(_tools_ctx)
     app.on_shutdown.append(_close_sockets)
     app.on_response_prepare.append(security.add_security_headers)
 
@@ -280,6 +282,20 @@ async def _operations_ctx(app: web.Application) -> AsyncIterator[None]:
     hooks.start()
     yield
     await hooks.close()
+
+
+async def _tools_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Backend tools (``avatar_server.tools``): a session with backend_rpc tools gets a channel to the
+    upstream (connect_backend) held by the instance that started it; calls go to the site's backend."""
+    s = app[K.SETTINGS]
+    sites = app[K.SITES]
+    backend = SiteBackend(allow_private=s.allow_private_targets)
+    service = ToolService(upstream=app[K.UPSTREAM], backend=backend,
+                          handler=ToolHandler(backend, sites.webhook_secret))
+    app[K.TOOLS] = service
+    app[K.SESSIONS].observe(service)
+    yield
+    await service.close()
 
 
 async def _close_sockets(app: web.Application) -> None:

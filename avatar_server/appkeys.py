@@ -18,6 +18,7 @@ from .store.demo import DemoSiteRef
 from .store.events import EventBus
 from .store.ratelimit import RateLimiter
 from .store.sites import SiteStore
+from .tools import ToolService
 from .upstream import UpstreamClient
 from .upstream.budget import RequestBudget
 from .webhooks import WebhookService
@@ -42,3 +43,4 @@ CONVERSATIONS = web.AppKey("conversations", ConversationService)
 USAGE = web.AppKey("usage", UsageService)
 METRICS = web.AppKey("metrics", Metrics)
 WEBHOOKS = web.AppKey("webhooks", WebhookService)
+TOOLS = web.AppKey("tools", ToolService)

@@ -16,6 +16,8 @@ headers such as ``Retry-After``). Nothing else turns exceptions into responses.
     ├── LimitExceeded                 429 rate_limited (Retry-After)
     ├── StoreUnavailable              503 store_unavailable (Retry-After; Redis does not answer)
     ├── ServerBusy                    503 server_busy (Retry-After): refused before admission
+    ├── ToolCallFailed                502 tool_failed: a backend_rpc tool call's error result (said to
+    │                                 the avatar as an RPC error; never an HTTP answer of ours)
     └── UpstreamError                 502 upstream_error
         ├── UpstreamStatusError       502 upstream_status (upstreamStatus=...)
         ├── UpstreamUnavailable       503 upstream_unavailable
@@ -144,6 +146,15 @@ class StoreUnavailable(AvatarServerError):
         headers = dict(kw.pop("headers", None) or {})
         headers.setdefault("Retry-After", str(retry_after))
         super().__init__(message, headers=headers, **kw)
+
+
+class ToolCallFailed(AvatarServerError):
+    """A ``backend_rpc`` tool call that has no result: unknown tool, a caller that is not the avatar's
+    worker, a bad payload, or the site's backend failed, timed out or answered no JSON. The tool
+    channel (``avatar_server.tools``) answers it to the avatar as an RPC error with ``message``."""
+
+    status = 502
+    code = "tool_failed"
 
 
 class UpstreamError(AvatarServerError):

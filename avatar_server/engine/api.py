@@ -54,6 +54,8 @@ from aiohttp import web
 
 from avatar_server import jsonlimits
 from avatar_server.bearer import MalformedCredential, parse_bearer
+from avatar_server.engine.backend import TRANSPORT as BACKEND_TRANSPORT
+from avatar_server.engine.backend import BackendHub
 from avatar_server.engine.catalog import CatalogKnowledge, EngineCatalog
 from avatar_server.engine.catalog_api import add_catalog_routes
 from avatar_server.engine.config import Delay, EngineConfig
@@ -88,6 +90,7 @@ class _EngineContext:
 
 ENGINE_STATE = web.AppKey("engine_state", EngineState)
 ENGINE_MEDIA = web.AppKey("engine_media", MediaManager)
+ENGINE_BACKENDS = web.AppKey("engine_backends", BackendHub)
 ENGINE_FAULTS = web.AppKey("engine_faults", FaultInjector)
 ENGINE_VOICES = web.AppKey("engine_voices", EngineVoices)
 _CONTEXT = web.AppKey("engine_context", _EngineContext)
@@ -118,13 +121,16 @@ def create_engine_app(
     media = MediaManager(ice_servers=config.ice_servers, knowledge=knowledge, speech=speech,
                          connect_timeout=lambda: state.config.connect_grace)  # PATCH /_control/config may change it
     app[ENGINE_MEDIA] = media
-    _wire_media(app, state, media)
+    backends = BackendHub()
+    app[ENGINE_BACKENDS] = backends
+    _wire_media(app, state, media, backends)
     app[ENGINE_FAULTS] = FaultInjector()
     app[_CONTEXT] = _EngineContext(
         api_keys=api_keys, public_url=public_url.rstrip("/") if public_url else None
     )
 
     async def close_state(_: web.Application) -> None:
+        await backends.close()
         await media.close()
         await state.close()
 
@@ -134,6 +140,8 @@ def create_engine_app(
     app.router.add_get("/v1/realtime_sessions/{id}", get_session, allow_head=False)
     app.router.add_delete("/v1/realtime_sessions/{id}", delete_session)
     app.router.add_post("/v1/realtime_sessions/{id}/consume", consume_session)
+    app.router.add_post("/v1/realtime_sessions/{id}/connect_backend", connect_backend)
+    app.router.add_get("/v1/realtime_sessions/{id}/backend", backend_socket, allow_head=False)
     add_conversation_routes(app, state, authorize=_authorize, with_faults=_with_faults,
                             count=lambda request, op: request.app[ENGINE_FAULTS].count(op))
     add_voice_routes(app, voices, authorize=_authorize, read_json=_json_body, with_faults=_with_faults,
@@ -175,7 +183,7 @@ def _base_url(request: web.Request) -> str:
     return (request.app[_CONTEXT].public_url or f"{request.scheme}://{request.host}") + prefix
 
 
-def _wire_media(app: web.Application, state: EngineState, media: MediaManager) -> None:
+def _wire_media(app: web.Application, state: EngineState, media: MediaManager, backends: BackendHub) -> None:
     """The media peer follows the session: it may connect once the session is consumed and until
     it ends; its connection makes the session RUNNING, its close completes it (or fails it, if it
     never connected), and a session that ends any other way closes its peer."""
@@ -193,6 +201,17 @@ def _wire_media(app: web.Application, state: EngineState, media: MediaManager) -
             task = asyncio.ensure_future(media.close_session(session.id))
             closing.add(task)
             task.add_done_callback(closing.discard)
+        if new in (EngineStatus.COMPLETED, EngineStatus.CANCELLED, EngineStatus.FAILED):
+            ended = asyncio.ensure_future(backends.end(session.id))  # its backend channel goes too
+            closing.add(ended)  # type: ignore[arg-type]
+            ended.add_done_callback(closing.discard)  # type: ignore[arg-type]
+
+    def on_tool(session_id: str, call: dict[str, Any], result: dict[str, Any]) -> None:
+        session = state.sessions.get(session_id)
+        if session is not None and len(session.transcript) < TRANSCRIPT_MAX:
+            # Runway's transcript: an assistant entry with no content carries the call and its result
+            session.transcript.append({"role": "assistant", "content": None, "timestamp": iso(time.time()),
+                                       "toolCalls": [call], "toolResults": [result]})
 
     def on_turn(session_id: str, role: str, text: str) -> None:
         session = state.sessions.get(session_id)
@@ -207,6 +226,8 @@ def _wire_media(app: web.Application, state: EngineState, media: MediaManager) -
         on_connected=state.mark_connected,
         on_closed=lambda session_id, reason: state.mark_completed(session_id),
         on_turn=on_turn,
+        call_backend=backends.call,
+        on_tool=on_tool,
     )
 
 
@@ -381,9 +402,35 @@ async def consume_session(request: web.Request) -> web.StreamResponse:
     return await _with_faults(request, "consume", perform)
 
 
-def _rtc_url(request: web.Request, id: str) -> str:
+async def connect_backend(request: web.Request) -> web.StreamResponse:
+    """Credentials for a backend to answer the session's ``backend_rpc`` tools (engine/backend.py)."""
+    request.app[ENGINE_FAULTS].count("connect_backend")
+    _authorize(request)
+    id = request.match_info["id"]
+    session = request.app[ENGINE_STATE].get(id)
+    if session.status.terminal:
+        raise EngineError(409, f"Session is {session.status.value}")
+    if not any(isinstance(t, dict) and t.get("type") == "backend_rpc" for t in session.tools):
+        raise EngineError(400, "Session has no backend_rpc tools")
+    token = request.app[ENGINE_BACKENDS].connect(id)
+    base = _rtc_url(request, id, suffix=f"/v1/realtime_sessions/{id}/connect_backend")
+    url = base.replace("http", "ws", 1).removesuffix(f"/v1/rtc/{id}") + f"/v1/realtime_sessions/{id}/backend"
+    return web.json_response({"url": url, "token": token, "roomName": f"session-{id}",
+                              "transport": BACKEND_TRANSPORT})
+
+
+async def backend_socket(request: web.Request) -> web.StreamResponse:
+    id = request.match_info["id"]
+    hub = request.app[ENGINE_BACKENDS]
+    token = _bearer(request)
+    if token is None or not hub.token_ok(id, token):
+        raise EngineError(401, "Invalid backend token")
+    return await hub.serve(id, request)
+
+
+def _rtc_url(request: web.Request, id: str, suffix: str | None = None) -> str:
     """``<public base><mount prefix>/v1/rtc/<id>``; the prefix is what precedes this app's own path."""
-    suffix = f"/v1/realtime_sessions/{id}/consume"
+    suffix = suffix or f"/v1/realtime_sessions/{id}/consume"
     path = request.path
     prefix = path[: -len(suffix)] if path.endswith(suffix) else ""
     base = request.app[_CONTEXT].public_url or f"{request.scheme}://{request.host}"

@@ -35,7 +35,8 @@ CATALOG_OPS = tuple(f"{kind}_{action}" for kind in ("avatar", "document")
                     for action in ("create", "get", "update", "delete", "list"))
 CONVERSATION_OPS = ("conversation_list", "conversation_get", "conversation_delete", "usage")
 VOICE_OPS = tuple(f"voice_{action}" for action in ("create", "list", "get", "update", "delete", "preview"))
-OTHER_OPS = (*CATALOG_OPS, *CONVERSATION_OPS, *VOICE_OPS)  # not realtime-session ops: "any" leaves them alone
+BACKEND_OPS = ("connect_backend",)
+OTHER_OPS = (*CATALOG_OPS, *CONVERSATION_OPS, *VOICE_OPS, *BACKEND_OPS)  # not realtime-session ops: "any" leaves them alone
 RuleOp = str  # one of OPS, OTHER_OPS or "any"
 
 

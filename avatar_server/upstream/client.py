@@ -213,6 +213,13 @@ class UpstreamClient:
         except ValueError as exc:
             raise _malformed("consume", exc) from exc
 
+    async def connect_backend(self, upstream_id: str) -> dict[str, Any]:
+        """``POST /v1/realtime_sessions/{id}/connect_backend`` (API secret, no body): credentials for a
+        backend to join the session and answer its ``backend_rpc`` tool calls — Runway's LiveKit
+        ``{url, token, roomName, …}``, or the local engine's ``{url, token, roomName, transport:
+        "avatar-engine"}`` (docs/tools.md). Not in Runway's OpenAPI subset: known from its Node handler."""
+        return await self._object("POST", f"{_session_path(upstream_id)}/connect_backend", "connect_backend")
+
     # -- avatars and documents (Runway's field names, passed through) ------
 
     async def create_avatar(self, body: dict[str, Any]) -> dict[str, Any]:
