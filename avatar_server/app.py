@@ -291,7 +291,8 @@ async def _tools_ctx(app: web.Application) -> AsyncIterator[None]:
     sites = app[K.SITES]
     backend = SiteBackend(allow_private=s.allow_private_targets)
     service = ToolService(upstream=app[K.UPSTREAM], backend=backend,
-                          handler=ToolHandler(backend, sites.webhook_secret))
+                          handler=ToolHandler(backend, sites.webhook_secret,
+                                                          observe=app[K.METRICS].tool_call))
     app[K.TOOLS] = service
     app[K.SESSIONS].observe(service)
     yield

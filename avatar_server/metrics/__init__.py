@@ -88,6 +88,10 @@ class Metrics:
                                       "ended by its cap was ended", buckets=LATENESS_BUCKETS, registry=r)
         self.webhook_attempts = Counter("avatar_server_webhook_attempts", "Webhook delivery attempts by outcome "
                                         "(delivered, retry, failed: given up)", ["outcome"], registry=r)
+        self.tool_calls = Counter("avatar_server_tool_calls", "backend_rpc tool calls answered by the server, by "
+                                  "outcome (ok, error, timeout, refused)", ["outcome"], registry=r)
+        self.tool_seconds = Histogram("avatar_server_tool_call_seconds", "backend_rpc tool call time, the site's "
+                                      "backend included", buckets=LATENCY_BUCKETS, registry=r)
         for reason in EndReason:
             self.ends.labels(reason=reason.value)
         self.starts.labels(outcome="admitted")
@@ -102,6 +106,11 @@ class Metrics:
 
     def webhook_attempt(self, outcome: str) -> None:
         self.webhook_attempts.labels(outcome=outcome).inc()
+
+    def tool_call(self, tool: str, outcome: str, seconds: float) -> None:
+        """One backend_rpc call (the tool's name is not a label: sites name their tools)."""
+        self.tool_calls.labels(outcome=outcome).inc()
+        self.tool_seconds.observe(seconds)
 
     # --- scraping ---------------------------------------------------------------------------
     async def render(self) -> tuple[bytes, str]:

@@ -129,6 +129,13 @@ async def test_a_visitor_asks_and_the_site_backend_answers(tools_server: ServerH
                 assert tool_turns[0]["toolCalls"][0]["arguments"] == {"orderId": "1234"}
                 assert tool_turns[0]["toolResults"][0]["result"]["status"] == "shipped"
                 assert "HTTP 500" in tool_turns[1]["toolResults"][0]["error"]
+                status, text, _ = await server.call("GET", "/metrics", token=server.settings.admin_token)
+                assert status == 200
+                text = text if isinstance(text, str) else str(text)
+                assert 'avatar_server_tool_calls_total{outcome="ok"} 2.0' in text, text
+                assert 'avatar_server_tool_calls_total{outcome="error"} 1.0' in text
+                assert 'avatar_server_tool_calls_total{outcome="timeout"} 1.0' in text
+                assert "avatar_server_tool_call_seconds_count 4.0" in text
                 stats = await server.control("GET", "/stats")
                 assert stats["requests"].get("connect_backend", 0) == before + 1, stats  # once per session
             finally:
