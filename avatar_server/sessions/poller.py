@@ -9,7 +9,8 @@ polled, as a task per session polled each on its own; latency is that of a dense
 the budget is tight it gets fewer, and spends them where READY is most likely now: each
 due session's *chance* that READY came since its last poll, from the learned provisioning
 times (the empirical distribution F: ``(F(now) − F(last)) / (1 − F(last))``). The others
-stay due, and their chance grows while they wait.
+stay due, and their chance grows while they wait; a watch overdue by 5 s outranks any chance,
+so none starves (a session the upstream queued, then dequeued, is still seen in time).
 
 The scheduler also renews the provisioning leases of all its watches in one Redis call.
 What a poll's answer means for the session is the provisioner's business (``on_answer``).
@@ -43,6 +44,7 @@ SAMPLES_TTL = 10.0  # seconds a process reuses the learned samples before re-rea
 SAMPLES_KEEP = 200
 FAILED_POLL_DELAY = 1.0
 QUEUED_CHANCE = 0.01  # a session the upstream holds in its queue is rarely READY at the next poll
+STARVE_AFTER = 5.0  # seconds overdue after which a watch outranks every chance (no watch starves)
 
 
 @dataclass(eq=False)
@@ -160,6 +162,12 @@ class PollScheduler:
             return min(1.0, max(0.0, t1 - t0) / max(t1, 1e-3))
         return (f1 - f0) / (1.0 - f0)
 
+    def priority(self, w: Watch, now: float) -> float:
+        """Who is polled first when the budget is tight: the chance of READY, plus an age term so
+        that no watch starves — one overdue by ``STARVE_AFTER`` seconds outranks any chance (a
+        session the upstream dequeued, or READY and waiting for its consume, must not expire)."""
+        return self.chance(w, now) + max(0.0, now - w.due) / STARVE_AFTER
+
     # --- the loop ------------------------------------------------------------------------
     def _push(self, w: Watch) -> None:
         heapq.heappush(self._heap, (w.due, next(self._order), w))
@@ -208,7 +216,7 @@ class PollScheduler:
                 self._backlog = due
                 raise
         if granted < len(due):
-            due.sort(key=lambda w: self.chance(w, now), reverse=True)
+            due.sort(key=lambda w: self.priority(w, now), reverse=True)
             self.stats.deferred += len(due) - granted
             self._backlog = due[granted:]
         for w in due[:granted]:

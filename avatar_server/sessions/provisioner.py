@@ -165,7 +165,7 @@ class Provisioner:
                 w.last_poll = 0.0
                 w.after_window = 0
             else:
-                await svc.room.upstream_queued()
+                await svc.room.upstream_queued(rec.id)
             await svc.store.set_fields(rec.id, {"queued": queued})
             fresh = await svc.store.get(rec.id)
             if fresh is None or fresh.status is SessionStatus.ENDED:

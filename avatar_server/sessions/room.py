@@ -42,7 +42,7 @@ class WaitingRoom:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._rate: tuple[float, float, list[float]] = (-RATE_CACHE, 0.0, [])  # see _service_rate
-        self._learned_logged = False
+        self._learned_logged = 0  # the learned limit last logged
 
     # --- slots and places ----------------------------------------------------------------
     async def enter(self, session_id: str, lane: str) -> Entered:
@@ -73,13 +73,13 @@ class WaitingRoom:
         await self.store.leave(session_id)
         self._announced.pop(session_id, None)
 
-    async def upstream_queued(self) -> None:
-        """The upstream queued one of our sessions: with no configured limit, this is the limit."""
+    async def upstream_queued(self, session_id: str) -> None:
+        """The upstream queued ``session_id``: with no configured limit, it is full — learn its limit."""
         if self.configured_limit or not self.enabled:
             return
-        limit = await self.store.learn_limit()
-        if not self._learned_logged:
-            self._learned_logged = True
+        limit = await self.store.learn_limit(session_id)
+        if limit != self._learned_logged:
+            self._learned_logged = limit
             log.info("the upstream queued a session: holding further starts in the waiting room "
                      "(learned concurrency %d)", limit)
 

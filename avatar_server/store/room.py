@@ -82,12 +82,21 @@ redis.call('ZREM', KEYS[1], member)
 return 1
 """
 
-# KEYS: alive, learned limit; ARGV: ttl (s) → the limit now in force
-# The first ``queued`` answer: the sessions alive now, less the one just queued, are the limit.
+# KEYS: alive, learned limit; ARGV: ttl (s), session record key template ("?" = id), the queued id
+#   → the limit now in force
+# A ``queued`` answer means the upstream is full: the sessions alive now that it does not hold in
+# its queue (as last seen: their record's ``queued``), less the one just queued, are its limit.
+# Learned again at every queued answer, so a view that was behind when it was first learned
+# (sessions not yet polled) is corrected by the next one.
 _LEARN = """
-local known = redis.call('GET', KEYS[2])
-if known then return tonumber(known) end
-local limit = math.max(1, redis.call('ZCARD', KEYS[1]) - 1)
+local n = 0
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if sid ~= ARGV[3] then
+    local q = redis.call('HGET', string.gsub(ARGV[2], '%?', sid), 'queued')
+    if q ~= 'true' then n = n + 1 end
+  end
+end
+local limit = math.max(1, n)
 redis.call('SET', KEYS[2], limit, 'EX', tonumber(ARGV[1]))
 return limit
 """
@@ -166,8 +175,10 @@ class RoomStore:
     async def holds_slot(self, session_id: str) -> bool:
         return await self.r.zscore(keys.room_alive(), session_id) is not None
 
-    async def learn_limit(self) -> int:
-        return int(await self._learn(keys=[keys.room_alive(), keys.room_learned_limit()], args=[LEARNED_TTL]))
+    async def learn_limit(self, queued_id: str) -> int:
+        """The upstream queued ``queued_id``: learn its concurrency from the sessions it runs now."""
+        return int(await self._learn(keys=[keys.room_alive(), keys.room_learned_limit()],
+                                     args=[LEARNED_TTL, keys.session("?"), queued_id]))
 
     async def position(self, session_id: str) -> tuple[int, int]:
         """(live position, position shown) of a waiting start; (0, 0) if it is not waiting."""

@@ -148,3 +148,18 @@ async def test_a_lease_that_lapsed_unclaimed_is_taken_again_one_held_elsewhere_i
         assert not await store.take_lease("theirs", "me", 5)
     finally:
         await r.aclose()
+
+
+async def test_no_watch_starves_under_a_tight_budget() -> None:
+    sched = PollScheduler(upstream=None, store=None, budget=None, instance_id="i",  # type: ignore[arg-type]
+                          lease_seconds=15, on_answer=None)  # type: ignore[arg-type]
+    sched._samples = sorted([2.0 + 0.01 * i for i in range(100)])
+    now = time.monotonic()
+    likely = _watch(2.6, 2.0)
+    likely.due = now  # due now, READY very likely
+    queued = _watch(30.0, 0.0)
+    queued.queued = True
+    queued.due = now - 1.0  # due a second ago: the likely one goes first ...
+    assert sched.priority(likely, now) > sched.priority(queued, now)
+    queued.due = now - 6.0  # ... but not for ever
+    assert sched.priority(queued, now) > sched.priority(likely, now)
