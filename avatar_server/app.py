@@ -290,9 +290,14 @@ async def _tools_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[K.SETTINGS]
     sites = app[K.SITES]
     backend = SiteBackend(allow_private=s.allow_private_targets)
+    try:  # Runway's channel is a LiveKit room (tools/livekit_rpc.py); without the SDK, calls go unanswered
+        from .tools.livekit_rpc import hold_room as livekit
+    except ImportError:
+        livekit = None
     service = ToolService(upstream=app[K.UPSTREAM], backend=backend,
                           handler=ToolHandler(backend, sites.webhook_secret,
-                                                          observe=app[K.METRICS].tool_call))
+                                                          observe=app[K.METRICS].tool_call),
+                          livekit=livekit)
     app[K.TOOLS] = service
     app[K.SESSIONS].observe(service)
     yield

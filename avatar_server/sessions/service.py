@@ -122,7 +122,7 @@ class SessionService:
             maxDuration=max_duration,
             personality=req.personality,
             startScript=req.startScript,
-            tools=[t.model_dump() for t in req.tools] if req.tools else None,
+            tools=[t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None,  # no "enum": null
             createdAt=time.time(),
             siteId=site_id,
             origin=origin,

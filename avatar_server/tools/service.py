@@ -37,7 +37,7 @@ class ToolService:
     def __init__(self, *, upstream: Any, handler: ToolHandler, backend: SiteBackend,
                  livekit: Any | None = None) -> None:
         """``upstream``: has ``connect_backend(upstream_id)``; ``livekit``: joins a LiveKit room for
-        ``(credentials, handle, deadline)`` (``livekit_rpc.hold_room``), or None where it is not installed."""
+        ``(credentials, handle, session record)`` (``livekit_rpc.hold_room``), or None where it is not installed."""
         self.upstream = upstream
         self.handler = handler
         self.backend = backend
