@@ -270,7 +270,7 @@ class PollScheduler:
         if not ids and not stepping:
             return
         held = await self.store.renew_leases(ids + stepping, self.instance_id, self.lease_seconds)
-        for sid, ok in zip(ids, held, strict=True):
+        for sid, ok in zip(ids, held[:len(ids)], strict=True):  # the stepping ones follow
             if not ok:
                 self.stats.lost_leases += 1
                 log.warning("lost the provisioning lease", extra={"session_id": sid})

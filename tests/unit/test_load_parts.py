@@ -163,3 +163,25 @@ async def test_no_watch_starves_under_a_tight_budget() -> None:
     assert sched.priority(likely, now) > sched.priority(queued, now)
     queued.due = now - 6.0  # ... but not for ever
     assert sched.priority(queued, now) > sched.priority(likely, now)
+
+
+async def test_leases_of_watches_and_of_running_steps_are_renewed_together(redis_url: str) -> None:
+    from avatar_server.store.sessions import SessionStore
+
+    r = client_from_url(redis_url)
+    try:
+        store = SessionStore(r)
+        sched = PollScheduler(upstream=None, store=store, budget=None, instance_id="me",  # type: ignore[arg-type]
+                              lease_seconds=0.3, on_answer=None,  # type: ignore[arg-type]
+                              also_held=lambda: ["creating", "finishing"])
+        w = _watch(1.0, 0.0)
+        sched.watches[w.session_id] = w
+        for sid in ("s", "creating", "finishing"):
+            assert await store.take_lease(sid, "me", 0.3)
+        await asyncio.sleep(0.2)
+        await sched._renew_leases()  # one round trip for the watch and both steps
+        await asyncio.sleep(0.2)  # past the first TTL: all three were renewed
+        assert await store.renew_leases(["s", "creating", "finishing"], "other", 5) == [False] * 3
+        assert sched.watches == {"s": w}
+    finally:
+        await r.aclose()
