@@ -86,8 +86,9 @@ return 1
 #   → the limit now in force
 # A ``queued`` answer means the upstream is full: the sessions alive now that it does not hold in
 # its queue (as last seen: their record's ``queued``), less the one just queued, are its limit.
-# Learned again at every queued answer, so a view that was behind when it was first learned
-# (sessions not yet polled) is corrected by the next one.
+# Each later queued answer may raise it, never lower it: a view that lags (a session the upstream
+# dequeued still marked queued) would otherwise shrink the limit, and a limit too low throttles
+# every start until it expires, while one too high only lets the upstream queue the excess.
 _LEARN = """
 local n = 0
 for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
@@ -96,7 +97,7 @@ for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     if q ~= 'true' then n = n + 1 end
   end
 end
-local limit = math.max(1, n)
+local limit = math.max(1, n, tonumber(redis.call('GET', KEYS[2]) or '0'))
 redis.call('SET', KEYS[2], limit, 'EX', tonumber(ARGV[1]))
 return limit
 """
