@@ -182,7 +182,7 @@ class PollScheduler:
                 now = time.monotonic()
                 if now - self._last_failure_log > 30:
                     self._last_failure_log = now
-                    log.warning("poll round failed (%s); retrying", type(exc).__name__)
+                    log.warning("poll round failed (%s); retrying", type(exc).__name__, exc_info=True)
                 await asyncio.sleep(0.5)
             if not self.watches:
                 self._task = None
