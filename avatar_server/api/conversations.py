@@ -21,7 +21,7 @@ from aiohttp import web
 from ..appkeys import CONVERSATIONS, USAGE
 from ..conversations.usage import DEFAULT_DAYS, MAX_DAYS
 from ..errors import NotFound, ValidationFailed
-from ..models.common import UUID4_PATTERN
+from ..runway import UUID4_PATTERN
 from ..store.conversations import avatar_key
 from . import bodies
 from .auth import require_admin

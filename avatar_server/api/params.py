@@ -7,7 +7,7 @@ import re
 from aiohttp import web
 
 from ..errors import NotFound, ValidationFailed
-from ..models.common import UUID4_PATTERN
+from ..runway import UUID4_PATTERN
 from ..store.lex_index import is_index_member
 from . import bodies
 

@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..errors import Conflict, NotFound, UpstreamStatusError, ValidationFailed
+from ..runway import iso_ms_now
 from ..store.knowledge import KnowledgeLock, KnowledgeStore
 from ..upstream import UpstreamClient
 from .tokens import count_tokens
-from .views import avatar_view, budget_error, image_url, now_iso
+from .views import avatar_view, budget_error, image_url
 
 log = logging.getLogger("avatar_server.knowledge")
 
@@ -125,7 +126,7 @@ class KnowledgeRecords:
     async def register_document(self, up: dict[str, Any], tokens: int) -> None:
         await self.store.put_document(up["id"], {
             "tokens": tokens, "name": up.get("name", ""), "type": up.get("type") or "text",
-            "createdAt": up.get("createdAt") or now_iso(), "updatedAt": up.get("updatedAt") or now_iso()})
+            "createdAt": up.get("createdAt") or iso_ms_now(), "updatedAt": up.get("updatedAt") or iso_ms_now()})
 
     async def register_avatar(self, up: dict[str, Any]) -> None:
         await self.store.put_avatar(up, image_url(up))

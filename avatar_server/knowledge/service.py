@@ -28,15 +28,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import AvatarServerError, Conflict, NotFound, ValidationFailed
-from ..models.avatars import DOCUMENT_IDS_MAX, AvatarCreate, AvatarPatch, AvatarStatus
+from ..models.avatars import DOCUMENT_IDS_MAX, AvatarCreate, AvatarPatch
 from ..models.documents import KNOWLEDGE_TOKEN_LIMIT, DocumentCreate, DocumentPatch, DocumentSummary
 from ..models.sessions import EndReason, SessionStatus
+from ..runway import AvatarStatus, iso_ms_now
 from ..store.knowledge import KnowledgeLock, KnowledgeStore
 from ..upstream import UpstreamClient
 from .images import Resolver, validate_reference_image
 from .records import KnowledgeRecords, budget_refusal, undo_create_on_error, upstream_call
 from .tokens import count_tokens
-from .views import avatar_view, budget_error, document_view, image_url, now_iso
+from .views import avatar_view, budget_error, document_view, image_url
 
 SessionsEnder = Callable[[str], Awaitable[int]]
 
@@ -83,7 +84,7 @@ class KnowledgeService:
         else:
             tokens = rec["tokens"]
             await self.store.refresh_document(document_id, {"name": up.get("name", ""),
-                                                            "updatedAt": up.get("updatedAt") or now_iso()})
+                                                            "updatedAt": up.get("updatedAt") or iso_ms_now()})
         users = (await self.store.users([document_id]))[document_id]
         return document_view(up, tokens, users)
 
@@ -101,7 +102,7 @@ class KnowledgeService:
             raise ValidationFailed("body: send name and/or content", field="body")
         if "content" not in changes:
             await upstream_call(self.upstream.update_document(document_id, changes), "document", document_id)
-            await self.store.refresh_document(document_id, {"name": changes["name"], "updatedAt": now_iso()})
+            await self.store.refresh_document(document_id, {"name": changes["name"], "updatedAt": iso_ms_now()})
             return await self.get_document(document_id)
         tokens = count_tokens(changes["content"])
         async with self.lock.hold():
@@ -125,7 +126,7 @@ class KnowledgeService:
                                        document_tokens=tokens, limit=self.limit, field="content",
                                        document_id=document_id, upstream_message=refusal) from None
                 raise
-            fields = {"updatedAt": now_iso(), **({"name": changes["name"]} if "name" in changes else {})}
+            fields = {"updatedAt": iso_ms_now(), **({"name": changes["name"]} if "name" in changes else {})}
             await self.store.refresh_document(document_id, fields)
         return await self.get_document(document_id)
 

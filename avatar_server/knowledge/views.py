@@ -4,7 +4,6 @@ timestamp format of the cached records."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pydantic
@@ -50,8 +49,6 @@ def image_url(avatar: dict[str, Any]) -> str | None:
     return None
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def avatar_view(raw: dict[str, Any]) -> dict[str, Any]:

@@ -11,12 +11,12 @@ avatar whose image is replaced goes back to PROCESSING.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_serializer
 
 from avatar_server.models.common import NoControls, RequestBody, ResponseModel, TextControls, Timestamp, Uuid4
+from avatar_server.runway import AvatarStatus
 
 VoicePreset = Literal[
     "victoria", "vincent", "clara", "drew", "skye", "max", "morgan", "felix", "mia", "marcus",
@@ -148,23 +148,6 @@ class AvatarPatch(RequestBody):
     @property
     def changes_image(self) -> bool:
         return "referenceImage" in self.model_fields_set
-
-
-class AvatarStatus(StrEnum):
-    PROCESSING = "PROCESSING"
-    READY = "READY"
-    FAILED = "FAILED"
-
-    def can_become(self, target: AvatarStatus) -> bool:
-        return target in AVATAR_TRANSITIONS[self]
-
-
-AVATAR_TRANSITIONS: dict[AvatarStatus, frozenset[AvatarStatus]] = {
-    AvatarStatus.PROCESSING: frozenset({AvatarStatus.READY, AvatarStatus.FAILED}),
-    # A new reference image sends a settled avatar back to processing.
-    AvatarStatus.READY: frozenset({AvatarStatus.PROCESSING}),
-    AvatarStatus.FAILED: frozenset({AvatarStatus.PROCESSING}),
-}
 
 
 class PresetVoiceInfo(ResponseModel):

@@ -19,18 +19,14 @@ import pydantic
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
 from avatar_server.errors import ValidationFailed
+from avatar_server.runway import is_uuid4, iso_ms
 
 T = TypeVar("T")
 
-UUID4_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
-"""Runway's id pattern (UUID version 4)."""
-
-
-_UUID4 = re.compile(UUID4_PATTERN)
 
 
 def _uuid4(value: str) -> str:
-    if not _UUID4.match(value):
+    if not is_uuid4(value):
         raise ValueError("Input should be a UUID (version 4)")
     return value.lower()
 
@@ -76,17 +72,10 @@ def _to_datetime(value: Any) -> Any:
     return value
 
 
-def format_timestamp(value: datetime) -> str:
-    """ISO-8601 in UTC with milliseconds and a ``Z``, as Runway writes them."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 Timestamp = Annotated[
     datetime,
     BeforeValidator(_to_datetime),
-    PlainSerializer(format_timestamp, return_type=str),
+    PlainSerializer(iso_ms, return_type=str),
 ]
 """Accepts epoch seconds, a datetime or an ISO string; serialises as ``...T..:..:..sssZ``."""
 

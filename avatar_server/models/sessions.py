@@ -9,14 +9,13 @@ and the request bodies. No I/O here.
 from __future__ import annotations
 
 import re
-import time
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from avatar_server.models.common import NoControls, TextControls
+from avatar_server.runway import UUID4_PATTERN, iso_ms
 
 
 class SessionStatus(StrEnum):
@@ -24,10 +23,6 @@ class SessionStatus(StrEnum):
     READY = "READY"
     RUNNING = "RUNNING"
     ENDED = "ENDED"
-
-    @property
-    def is_active(self) -> bool:
-        return self is not SessionStatus.ENDED
 
 
 TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
@@ -72,14 +67,9 @@ END_MESSAGES: dict[EndReason, str] = {
 }
 
 
-def now() -> float:
-    return time.time()
-
-
 def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """An optional epoch time as Runway writes times (``None`` stays ``None``)."""
+    return None if ts is None else iso_ms(ts)
 
 
 class _Body(BaseModel):
@@ -93,7 +83,7 @@ class PresetAvatarRef(_Body):
 
 class CustomAvatarRef(_Body):
     type: Literal["custom"]
-    avatarId: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    avatarId: Annotated[str, Field(pattern=UUID4_PATTERN)]
 
 
 AvatarRef = Annotated[PresetAvatarRef | CustomAvatarRef, Field(discriminator="type")]

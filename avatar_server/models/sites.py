@@ -18,6 +18,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from avatar_server.models.avatars import SESSION_PRESETS
 from avatar_server.models.common import NoControls, RequestBody, ResponseModel, Timestamp
 from avatar_server.models.sessions import Tool
+from avatar_server.runway import is_uuid4
 
 NAME_MAX = 100
 ORIGINS_MAX = 50
@@ -25,7 +26,6 @@ AVATAR_IDS_MAX = 100
 CONCURRENCY_MAX = 1000
 ORIGIN_MAX_LEN = 253 + 16
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _IPV4 = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
@@ -95,7 +95,7 @@ def _unique(values: list[str]) -> list[str]:
 def normalize_avatar_id(value: str) -> str:
     """A custom avatar id (a UUID, lower-cased) or a preset id (``cooking-teacher``)."""
     v = value.strip()
-    if _UUID.match(v):
+    if is_uuid4(v):
         return v.lower()
     if v in SESSION_PRESETS:
         return v

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AvatarServerError, NotFound, UpstreamAmbiguous
 from ..models.sessions import Credentials, EndReason, SessionRecord, SessionStatus
+from ..runway import RealtimeStatus
 from ..store.sessions import TransitionRefused
-from ..upstream.wire import UpstreamSession, UpstreamStatus
+from ..upstream.wire import UpstreamSession
 from .poller import PollScheduler, Watch
 
 if TYPE_CHECKING:
@@ -147,12 +148,12 @@ class Provisioner:
             log.warning("poll failed; retrying", extra={"session_id": rec.id, "error": answer.code})
             return True
         state = answer
-        if state.status is UpstreamStatus.READY and state.sessionKey:
+        if state.status is RealtimeStatus.READY and state.sessionKey:
             provisioned = time.monotonic() - w.started
             svc.spawn(rec.id, self._guarded(rec, self._finish(rec, w.upstream_id, state.sessionKey, provisioned)))
             return False
-        if state.status is not UpstreamStatus.NOT_READY:
-            if state.status is UpstreamStatus.RUNNING:
+        if state.status is not RealtimeStatus.NOT_READY:
+            if state.status is RealtimeStatus.RUNNING:
                 await svc.end(rec.id, EndReason.ERROR, "the upstream session was consumed by someone else")
             else:
                 await svc.end_for_upstream(rec, state.status.value, duration=state.duration, failure=state.failure)

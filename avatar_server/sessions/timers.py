@@ -37,8 +37,8 @@ import time
 
 from ..errors import AvatarServerError, NotFound
 from ..models.sessions import EndReason, SessionStatus
+from ..runway import RealtimeStatus
 from ..store.health import store_unavailable
-from ..upstream.wire import UpstreamStatus
 from .service import SessionService, timer
 
 log = logging.getLogger("avatar_server.timers")
@@ -191,7 +191,7 @@ class TimerLoop:
         except AvatarServerError:
             state = None
         if state is not None and state.status in (
-            UpstreamStatus.COMPLETED, UpstreamStatus.FAILED, UpstreamStatus.CANCELLED
+            RealtimeStatus.COMPLETED, RealtimeStatus.FAILED, RealtimeStatus.CANCELLED
         ):
             await svc.end_for_upstream(rec, state.status.value, duration=state.duration, failure=state.failure)
             return

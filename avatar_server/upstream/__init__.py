@@ -9,7 +9,7 @@ from avatar_server.upstream.retry import (
     RetryPolicy,
     parse_retry_after,
 )
-from avatar_server.upstream.wire import ConsumeResult, UpstreamSession, UpstreamStatus
+from avatar_server.upstream.wire import ConsumeResult, UpstreamSession
 
 __all__ = [
     "CREATE_RETRYABLE_STATUSES",
@@ -18,6 +18,5 @@ __all__ = [
     "RetryPolicy",
     "UpstreamClient",
     "UpstreamSession",
-    "UpstreamStatus",
     "parse_retry_after",
 ]

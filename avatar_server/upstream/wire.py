@@ -7,25 +7,9 @@ logged model never leaks them.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class UpstreamStatus(StrEnum):
-    NOT_READY = "NOT_READY"
-    READY = "READY"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in _TERMINAL
-
-
-_TERMINAL = frozenset({UpstreamStatus.COMPLETED, UpstreamStatus.FAILED, UpstreamStatus.CANCELLED})
+from avatar_server.runway import RealtimeStatus
 
 
 class UpstreamSession(BaseModel):
@@ -34,7 +18,7 @@ class UpstreamSession(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     id: str
-    status: UpstreamStatus
+    status: RealtimeStatus
     createdAt: str | None = None
     queued: bool | None = None  # NOT_READY: waiting for capacity
     sessionKey: str | None = Field(default=None, repr=False)  # READY

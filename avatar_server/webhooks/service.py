@@ -36,11 +36,10 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from ..logs import register_secret
-from ..models.sessions import SessionRecord
+from ..models.sessions import SessionRecord, iso
 from ..store.health import store_unavailable
 from ..store.outbox import OutboxStore
 from ..store.sites import SiteStore
@@ -60,12 +59,6 @@ RETRY_FOR = 24 * 3600.0
 def new_delivery_id() -> str:
     """A Standard Webhooks message id: ``msg_`` + 32 hex digits."""
     return "msg_" + uuid.uuid4().hex
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class WebhookService:
@@ -104,7 +97,7 @@ class WebhookService:
     async def session_started(self, rec: SessionRecord) -> None:
         await self.emit(rec.siteId, "session.started", {
             "sessionId": rec.id, "siteId": rec.siteId, "avatar": rec.avatar, "origin": rec.origin,
-            "maxDuration": rec.maxDuration, "startedAt": _iso(rec.startedAt), "endsAt": _iso(rec.endsAt),
+            "maxDuration": rec.maxDuration, "startedAt": iso(rec.startedAt), "endsAt": iso(rec.endsAt),
         })
 
     async def session_ended(self, rec: SessionRecord) -> None:
@@ -113,7 +106,7 @@ class WebhookService:
         duration = max(0.0, (rec.endedAt or time.time()) - rec.startedAt)
         await self.emit(rec.siteId, "session.ended", {
             "sessionId": rec.id, "siteId": rec.siteId, "avatar": rec.avatar, "origin": rec.origin,
-            "startedAt": _iso(rec.startedAt), "endedAt": _iso(rec.endedAt),
+            "startedAt": iso(rec.startedAt), "endedAt": iso(rec.endedAt),
             "endReason": rec.endReason.value if rec.endReason else None,
             "durationSeconds": round(duration, 3),
         })
@@ -138,7 +131,7 @@ class WebhookService:
             return None
         now = time.time()
         did = new_delivery_id()
-        body = json.dumps({"type": event, "timestamp": _iso(now), "data": data}, separators=(",", ":"))
+        body = json.dumps({"type": event, "timestamp": iso(now), "data": data}, separators=(",", ":"))
         await self.outbox.enqueue({
             "id": did, "siteId": site_id, "event": event, "body": body, "status": "pending", "attempts": 0,
             "createdAt": now, "retryUntil": now + self.retry_for, "nextAttemptAt": now, "lastAttemptAt": None,

@@ -20,7 +20,8 @@ from avatar_server.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from avatar_server.upstream import RetryPolicy, UpstreamClient, UpstreamStatus
+from avatar_server.runway import RealtimeStatus
+from avatar_server.upstream import RetryPolicy, UpstreamClient
 
 SECRET = "key_test_SECRET_do_not_log_0123456789"
 SESSION_KEY = "sk_SESSIONKEY_do_not_log"
@@ -113,7 +114,7 @@ async def test_get_session_sends_runway_headers_and_parses(sleep: FakeSleep) -> 
     assert req.headers["Authorization"] == f"Bearer {SECRET}"
     assert req.headers["X-Runway-Version"] == "2024-11-06"
     assert req.headers["X-Request-Id"]
-    assert got.status is UpstreamStatus.READY and got.sessionKey == SESSION_KEY and not got.is_terminal
+    assert got.status is RealtimeStatus.READY and got.sessionKey == SESSION_KEY and not got.is_terminal
     assert SESSION_KEY not in repr(got) and SESSION_KEY not in str(got)
     assert client.stats == {"total": 1, "get": 1}
 
@@ -177,7 +178,7 @@ async def test_429_retry_after_is_honoured(sleep: FakeSleep, caplog: pytest.LogC
     upstream = Upstream(err(429, "slow down", {"Retry-After": "2"}), session("RUNNING"))
     async with make_client(upstream, sleep) as client:
         got = await client.get_session(SID)
-    assert got.status is UpstreamStatus.RUNNING
+    assert got.status is RealtimeStatus.RUNNING
     assert len(upstream.requests) == 2 and sleep.delays[0] >= 2.0
     assert upstream.requests[0].headers["X-Request-Id"] == upstream.requests[1].headers["X-Request-Id"]
     retry_logs = [r for r in caplog.records if r.levelno == logging.INFO and "retry" in r.getMessage()]
@@ -444,7 +445,7 @@ async def test_against_a_real_aiohttp_server(aiohttp_server: Any) -> None:
         got = await client.get_session(SID)
     finally:
         await client.close()
-    assert got.status is UpstreamStatus.COMPLETED and got.duration == 42 and got.is_terminal
+    assert got.status is RealtimeStatus.COMPLETED and got.duration == 42 and got.is_terminal
     assert len(seen) == 2 and len(sleep.delays) == 1
     assert all(
         h["Authorization"] == f"Bearer {SECRET}" and h["X-Runway-Version"] == "2024-11-06" for h in seen
