@@ -173,9 +173,6 @@ class RoomStore:
         """Give back the session's upstream slot (its upstream session is terminal or never was)."""
         return bool(await self.r.zrem(keys.room_alive(), session_id))
 
-    async def holds_slot(self, session_id: str) -> bool:
-        return await self.r.zscore(keys.room_alive(), session_id) is not None
-
     async def learn_limit(self, queued_id: str) -> int:
         """The upstream queued ``queued_id``: learn its concurrency from the sessions it runs now."""
         return int(await self._learn(keys=[keys.room_alive(), keys.room_learned_limit()],

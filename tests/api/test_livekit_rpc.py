@@ -16,7 +16,6 @@ No LiveKit server runs on these machines, so the room itself is never joined her
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import os
@@ -26,9 +25,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 from livekit import rtc
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from avatar_server import appkeys as K
 from avatar_server.models.sessions import SessionRecord, SessionStatus
@@ -37,53 +34,9 @@ from avatar_server.tools import SiteBackend, ToolHandler, livekit_rpc
 from avatar_server.tools.livekit_rpc import APPLICATION_ERROR, REFUSED_CALLER, rpc_handler
 
 from ..harness import EngineHarness, ServerHarness
+from ..site_backend import SignedSiteBackend, backend_tool
 
 pytestmark = pytest.mark.timeout(90)
-
-
-class SiteBackendApp:
-    """A site's own backend on 127.0.0.1: every call's signature verified, an answer per tool."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/rpc"
-        self.secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
-        self.calls: list[dict[str, Any]] = []
-        self.bad_signatures = 0
-        app = web.Application()
-        app.router.add_post("/rpc", self._rpc)
-        self.runner = web.AppRunner(app)
-
-    async def _rpc(self, request: web.Request) -> web.Response:
-        body = await request.text()
-        try:
-            Webhook(self.secret).verify(body, dict(request.headers))
-        except WebhookVerificationError:
-            self.bad_signatures += 1
-            return web.json_response({"error": "bad signature"}, status=401)
-        call = json.loads(body)
-        self.calls.append(call)
-        if call["tool"] == "check_stock":
-            return web.json_response({"error": "database down"}, status=500)
-        if call["tool"] == "track_parcel":
-            await asyncio.sleep(3)
-        return web.json_response({"status": "shipped", "orderId": call["args"].get("orderId")})
-
-    async def __aenter__(self) -> SiteBackendApp:
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.runner.cleanup()
-
-
-def backend_tool(name: str, param: str, url: str | None = None, timeout: float = 5) -> dict[str, Any]:
-    tool: dict[str, Any] = {"type": "backend_rpc", "name": name, "description": f"{name} for the visitor",
-                            "parameters": [{"name": param, "description": "which one", "type": "string"}]}
-    if url is not None:
-        tool |= {"url": url, "timeoutSeconds": timeout}
-    return tool
 
 
 def invocation(caller: str, payload: str, method: str = "lookup_order") -> rtc.RpcInvocationData:
@@ -92,10 +45,10 @@ def invocation(caller: str, payload: str, method: str = "lookup_order") -> rtc.R
 
 
 @pytest.fixture
-async def site() -> AsyncIterator[tuple[SiteBackendApp, SessionRecord, Any]]:
+async def site() -> AsyncIterator[tuple[SignedSiteBackend, SessionRecord, Any]]:
     """A site backend, a session of its site with three backend tools, and the handle the service
     passes the LiveKit hook (ToolHandler.handle bound to the session)."""
-    async with SiteBackendApp() as app:
+    async with SignedSiteBackend() as app:
         backend = SiteBackend(allow_private=True)
         outcomes: list[tuple[str, str]] = []
 

@@ -7,56 +7,19 @@ backend that answers 500 or times out gives the avatar an error result, and the 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from standardwebhooks.webhooks import Webhook
-
-from avatar_server.store.embedded import free_port
 
 from ..harness import ServerHarness, fast_engine_config, make_settings
+from ..site_backend import SignedSiteBackend, backend_tool
 from .rtc_helpers import connect_over_http, use_loopback_candidates
 
 pytestmark = pytest.mark.timeout(90)
 
 ORIGIN = "https://shop.example.com"
-
-
-class SiteBackend:
-    """A site's own backend: verifies every call's signature, answers per tool."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/rpc"
-        self.secret = ""
-        self.calls: list[dict[str, Any]] = []
-        app = web.Application()
-        app.router.add_post("/rpc", self._rpc)
-        self.runner = web.AppRunner(app)
-
-    async def _rpc(self, request: web.Request) -> web.Response:
-        body = await request.text()
-        Webhook(self.secret).verify(body, dict(request.headers))  # raises on a bad signature
-        call = json.loads(body)
-        self.calls.append(call)
-        if call["tool"] == "check_stock":
-            return web.json_response({"error": "database down"}, status=500)
-        if call["tool"] == "track_parcel":
-            await asyncio.sleep(3)
-        return web.json_response({"status": "shipped", "orderId": call["args"].get("orderId")})
-
-    async def __aenter__(self) -> SiteBackend:
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.runner.cleanup()
 
 
 @pytest.fixture
@@ -71,21 +34,15 @@ async def tools_server(redis_url: str, data_dir: Path, monkeypatch: pytest.Monke
         await h.stop_all()
 
 
-def tool(name: str, param: str, url: str, timeout: float = 5) -> dict[str, Any]:
-    return {"type": "backend_rpc", "name": name, "description": f"{name} for the visitor", "url": url,
-            "timeoutSeconds": timeout,
-            "parameters": [{"name": param, "description": "which one", "type": "string"}]}
-
-
 async def test_a_visitor_asks_and_the_site_backend_answers(tools_server: ServerHarness) -> None:
     server = tools_server
-    async with SiteBackend() as backend:
+    async with SignedSiteBackend() as backend:
         status, site = await server.admin("POST", "/v1/sites", {
             "name": "Shop", "allowedOrigins": [ORIGIN], "avatarIds": ["cooking-teacher"],
             "maxConcurrentSessions": 2, "tools": [
-                tool("lookup_order", "orderId", backend.url),
-                tool("check_stock", "item", backend.url),
-                tool("track_parcel", "parcelId", backend.url, timeout=0.5)]})
+                backend_tool("lookup_order", "orderId", backend.url),
+                backend_tool("check_stock", "item", backend.url),
+                backend_tool("track_parcel", "parcelId", backend.url, timeout=0.5)]})
         assert status == 201, site
         backend.secret = site["webhookSecret"]
         before = (await server.control("GET", "/stats"))["requests"].get("connect_backend", 0)
@@ -109,6 +66,7 @@ async def test_a_visitor_asks_and_the_site_backend_answers(tools_server: ServerH
                 assert "1234" in reply, reply
                 assert backend.calls[0] == {"sessionId": creds["sessionId"], "siteId": site["id"],
                                             "tool": "lookup_order", "args": {"orderId": "1234"}}
+                assert backend.bad_signatures == 0
                 reply = await ask("check stock kettle", "Sorry")
                 assert "HTTP 500" in reply, reply
                 reply = await ask("track parcel 77", "Sorry")
