@@ -44,8 +44,8 @@ from typing import Any
 
 import aiohttp
 import procstack
-from procstack import CodeSnapshot, Stack, proc_rss_mb
-from session_setup import engine_control, pct, proc_cpu_seconds, proc_peak_rss_mb
+from measure import engine_control, pct, proc_cpu_seconds, proc_peak_rss_mb, proc_rss_mb
+from procstack import CodeSnapshot, Stack
 
 ENGINE_CONCURRENCY = 40
 DELAY = "lognormal:2.5,0.35"

@@ -37,25 +37,20 @@ import resource
 import sys
 import time
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
 import procstack
-from procstack import CodeSnapshot, Stack, proc_rss_mb
-from session_setup import engine_control, pct, proc_cpu_seconds, proc_peak_rss_mb
+from measure import engine_control, pct, proc_cpu_seconds, proc_peak_rss_mb, proc_rss_mb, ts
+from procstack import CodeSnapshot, Stack
 
 DELAY = "lognormal:2.5,0.35"
 MAX_RPS = 500
 STARTS_IN_FLIGHT = 100
 BUSY_RETRIES = 10  # a start refused 503 server_busy is tried again after its Retry-After, this many times
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
-
-
-def ts(value: str | None) -> float | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
 
 async def warm_up(base: str, admin: str, n: int) -> None:

@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from session_setup import ROOT, wait_http  # noqa: F401  (ROOT puts the project on sys.path)
+from measure import ROOT, wait_http  # noqa: F401  (importing measure puts the project on sys.path)
 
 from avatar_server.store.embedded import EmbeddedRedis, free_port  # noqa: E402
 
@@ -44,13 +44,6 @@ def _die_with_parent() -> None:
 def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items()
             if not k.startswith(("AVATAR_", "RUNWAYML_")) and k != "REDIS_URL"}
-
-
-def proc_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Stack:

@@ -30,57 +30,19 @@ import time
 from pathlib import Path
 
 import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from measure import (  # noqa: F401  (importing measure puts the project on sys.path)
+    ROOT,
+    VERSION,
+    engine_control,
+    pct,
+    proc_cpu_seconds,
+    proc_peak_rss_mb,
+    wait_http,
+)
 
 from avatar_server.store.embedded import EmbeddedRedis, free_port  # noqa: E402
 
-VERSION = {"X-Runway-Version": "2024-11-06"}
 
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    k = min(len(s) - 1, max(0, round(q * (len(s) - 1))))
-    return s[k]
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
-
-
-def proc_peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-async def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    async with httpx.AsyncClient() as c:
-        while time.time() < deadline:
-            try:
-                if (await c.get(url)).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
-async def engine_control(base: str, key: str, method: str, path: str, body: object = None) -> object:
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}", **VERSION}) as c:
-        r = await c.request(method, "/_control" + path, json=body)
-        r.raise_for_status()
-        return r.json() if r.content else None
-
-
-# --- the reference loop (its own process) -----------------------------------------------------
 async def reference_worker(base: str, key: str, n: int, concurrency: int) -> dict:
     sem = asyncio.Semaphore(concurrency)
     done: dict[str, float] = {}

@@ -29,50 +29,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from measure import ROOT, VERSION, engine_control, pct, ts, wait_http  # noqa: F401
 
 from avatar_server.store.embedded import EmbeddedRedis, free_port  # noqa: E402
 
-VERSION = {"X-Runway-Version": "2024-11-06"}
 MIN_DURATION, MAX_DURATION = 15, 20
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    k = min(len(s) - 1, max(0, round(q * (len(s) - 1))))
-    return s[k]
-
-
-def ts(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-async def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    async with httpx.AsyncClient() as c:
-        while time.time() < deadline:
-            try:
-                if (await c.get(url)).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
-async def engine_control(base: str, key: str, method: str, path: str, body: object = None) -> object:
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}", **VERSION}) as c:
-        r = await c.request(method, "/_control" + path, json=body)
-        r.raise_for_status()
-        return r.json() if r.content else None
 
 
 async def one_run(args: argparse.Namespace, stalled: bool, seed: int) -> dict:

@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,19 +34,12 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from measure import ROOT, pct  # noqa: F401  (importing measure puts the project on sys.path)
 
 from avatar_server.store.embedded import EmbeddedRedis, free_port  # noqa: E402
 
 ORIGIN = "https://shop.example.com"
 TIME_LIMIT = 300.0  # s: the whole run
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))] if s else float("nan")
 
 
 def summary(values: list[float]) -> dict[str, float]:
