@@ -11,7 +11,7 @@ from typing import Any
 
 import jsonschema
 
-from avatar_server.api.openapi import spec_for_default_app
+from avatar_server.api.openapi.cli import spec_for_default_app
 
 from ..catalog_helpers import validate
 from ..harness import ServerHarness

@@ -6,13 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from avatar_server.api.openapi import (
-    build_spec,
-    served_routes,
-    spec_for_default_app,
-    to_markdown,
-    undocumented,
-)
+from avatar_server.api.openapi import build_spec, served_routes, to_markdown, undocumented
+from avatar_server.api.openapi.cli import spec_for_default_app
 from avatar_server.models.session_views import SessionConnected, SessionCreated, SessionView
 from avatar_server.models.sites import Site
 
