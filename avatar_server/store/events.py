@@ -3,6 +3,11 @@
 One pattern subscription per process; a reader task fans messages out to local
 ``asyncio.Queue``s. Publishing never blocks on slow listeners (queues are bounded;
 a full queue drops its oldest event, the socket re-reads the record anyway).
+
+Events published while the subscription is down (a Redis restart, until it is back) are not
+heard. So after every resubscription each listener gets ``RESYNC`` (``{"type": "resync"}``):
+it re-reads the session's record, which Redis kept, and catches up (a missed ``ended`` among
+them).
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from .connection import Redis
 from .health import store_unavailable
 
 log = logging.getLogger("avatar_server.events")
+
+RESYNC: dict[str, Any] = {"type": "resync"}
+"""Told to every listener after the subscription was lost and made again: events may be missed."""
 
 
 class EventBus:
@@ -44,6 +52,12 @@ class EventBus:
             pubsub = self.r.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(keys.events_pattern())
+                if self._ready.is_set():  # a resubscription: what was published meanwhile is lost
+                    self._tell_all(RESYNC)
+                # redis-py also reconnects a dropped subscription by itself, inside get_message,
+                # and subscribes again (its own connect callback): hear of that too
+                if pubsub.connection is not None:
+                    pubsub.connection.register_connect_callback(self._reconnected)
                 self._ready.set()
                 while True:
                     msg = await pubsub.get_message(timeout=5.0)
@@ -53,12 +67,7 @@ class EventBus:
                     queues = self._listeners.get(session_id)
                     if not queues:
                         continue
-                    event = json.loads(msg["data"])
-                    for q in list(queues):
-                        if q.full():
-                            with contextlib.suppress(asyncio.QueueEmpty):
-                                q.get_nowait()
-                        q.put_nowait(event)
+                    self._put(queues, json.loads(msg["data"]))
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -70,6 +79,21 @@ class EventBus:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    @staticmethod
+    def _put(queues: set[asyncio.Queue[dict[str, Any]]], event: dict[str, Any]) -> None:
+        for q in list(queues):
+            if q.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
+            q.put_nowait(event)
+
+    def _reconnected(self, _connection: object) -> None:
+        self._tell_all(RESYNC)
+
+    def _tell_all(self, event: dict[str, Any]) -> None:
+        for queues in list(self._listeners.values()):
+            self._put(queues, event)
 
     async def publish(self, session_id: str, event: dict[str, Any]) -> None:
         await self.r.publish(keys.events_channel(session_id), json.dumps(event))
