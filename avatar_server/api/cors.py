@@ -24,11 +24,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from ..appkeys import SITES
 from ..errors import Forbidden
 from ..models.sites import origin_or_none
+from ..store.health import store_failure
 from .middlewares import error_response
 
 log = logging.getLogger("avatar_server.cors")
@@ -94,7 +94,9 @@ async def origin_allowed(request: web.Request, origin: str | None, scope: CorsSc
             site = await sites.get(scope.site_id)
             return site is not None and origin in site.allowedOrigins
         return bool(await sites.sites_allowing(origin))
-    except (RedisError, OSError):
+    except Exception as exc:
+        if store_failure(exc) is None:
+            raise
         log.warning("CORS check failed: Redis unavailable", extra={"path": request.path})
         return False
 
@@ -129,7 +131,9 @@ async def _key_scope(request: web.Request) -> CorsScope | None:
         return None
     try:
         site = await request.app[SITES].by_publishable_key(key)
-    except (RedisError, OSError):
+    except Exception as exc:
+        if store_failure(exc) is None:
+            raise
         return None  # origin_allowed then fails closed on the same outage
     return None if site is None else CorsScope(scoped=True, site_id=site.id)
 

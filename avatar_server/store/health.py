@@ -3,6 +3,8 @@
 - ``store_unavailable(exc)`` is the one place redis-py's connection and timeout errors (Redis
   down, restarting, still loading its data) become ``StoreUnavailable`` (503
   ``store_unavailable`` with ``Retry-After``); the API's error middleware and the timer loop use it.
+  ``store_failure(exc)`` says the same of *any* error of Redis or its socket, for a caller that
+  fails closed whatever went wrong (CORS): so no module outside ``store/`` knows redis-py.
 - ``StoreHealth`` says an outage once: one WARNING line when the store goes down and one when it
   is back (with how long it was away), however many requests, ticks and retries fail meanwhile.
   It learns of an outage from its own PING (every second; every 0.25 s while down) and from the
@@ -18,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import StoreUnavailable
@@ -25,6 +28,7 @@ from ..errors import StoreUnavailable
 log = logging.getLogger("avatar_server.store")
 
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError)
+STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)  # any failure of a store call
 RETRY_AFTER = 2  # seconds: the embedded Redis is back within about one (see embedded.RESTART_DELAY)
 WATCH_EVERY = 1.0
 WATCH_EVERY_DOWN = 0.25
@@ -38,6 +42,14 @@ def store_unavailable(exc: BaseException) -> StoreUnavailable | None:
     if isinstance(exc, OUTAGE_ERRORS):
         return StoreUnavailable(retry_after=RETRY_AFTER)
     return None
+
+
+def store_failure(exc: BaseException) -> StoreUnavailable | None:
+    """``StoreUnavailable`` for any error of the store (an outage, or any other error of Redis or of
+    its socket), else None."""
+    if isinstance(exc, STORE_ERRORS):
+        return store_unavailable(exc) or StoreUnavailable(retry_after=RETRY_AFTER)
+    return store_unavailable(exc)
 
 
 class StoreHealth:
