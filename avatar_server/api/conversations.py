@@ -21,8 +21,7 @@ from aiohttp import web
 from ..appkeys import CONVERSATIONS, USAGE
 from ..conversations.usage import DEFAULT_DAYS, MAX_DAYS
 from ..errors import NotFound, ValidationFailed
-from ..runway import UUID4_PATTERN
-from ..store.conversations import avatar_key
+from ..runway import is_uuid4
 from . import bodies
 from .auth import require_admin
 from .params import path_id
@@ -32,7 +31,6 @@ routes = web.RouteTableDef()
 LIMIT_DEFAULT = 20
 _CURSOR = re.compile(r"^(\d{1,16})\.([0-9a-f-]{36})$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_SITE_ID = re.compile(UUID4_PATTERN)
 _AVATAR_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
@@ -57,7 +55,7 @@ def _when(request: web.Request, name: str, *, end_of_day: bool = False) -> datet
 
 def _filters(request: web.Request) -> tuple[str | None, str | None]:
     site_id = request.query.get("siteId") or None
-    if site_id is not None and site_id != "admin" and not _SITE_ID.match(site_id):
+    if site_id is not None and site_id != "admin" and not is_uuid4(site_id):
         raise ValidationFailed("siteId must be a site's id (or admin: sessions started with the admin token)",
                                field="siteId")
     avatar_id = (request.query.get("avatarId") or "").lower() or None
@@ -88,25 +86,8 @@ async def list_conversations(request: web.Request) -> web.Response:
         if match is None:
             raise ValidationFailed("cursor is not valid", field="cursor")
         before = (int(match.group(1)), match.group(2))
-    if avatar_id is not None:
-        scope = f"avatar:{avatar_id}"
-    elif site_id is not None:
-        scope = "admin" if site_id == "admin" else f"site:{site_id}"
-    else:
-        scope = "all"
-
-    def admit(conv: dict[str, Any]) -> bool:
-        if site_id == "admin":
-            return conv.get("siteId") is None
-        if site_id is not None and conv.get("siteId") != site_id:
-            return False
-        return avatar_id is None or avatar_key(conv.get("avatar")) == avatar_id
-
-    # ``to`` is exclusive: the newest admitted start is a millisecond before it
-    items, more = await request.app[CONVERSATIONS].store.page(
-        scope, limit=limit, before=before, admit=admit,
-        min_ms=int(start.timestamp() * 1000) if start else None,
-        max_ms=int(end.timestamp() * 1000) - 1 if end else None)
+    items, more = await request.app[CONVERSATIONS].page(
+        site_id=site_id, avatar_id=avatar_id, limit=limit, before=before, start=start, end=end)
     last = items[-1] if items and more else None
     next_cursor = None
     if last is not None:

@@ -13,8 +13,7 @@ from aiohttp import web
 from ..appkeys import SETTINGS, SITES
 from ..errors import NotFound, ValidationFailed
 from ..logs import register_secret
-from ..models.sites import Site, SiteCreate, SitePatch, SiteWithSecret
-from ..store.sites import new_webhook_secret
+from ..models.sites import Site, SiteCreate, SitePatch, SiteWithSecret, new_webhook_secret
 from ..webhooks import check_webhook_url
 from . import bodies
 from .auth import require_admin

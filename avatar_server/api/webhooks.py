@@ -9,9 +9,8 @@ from aiohttp import web
 from ..appkeys import SITES, WEBHOOKS
 from ..errors import NotFound
 from ..logs import register_secret
-from ..models.sites import SiteWithSecret
+from ..models.sites import SiteWithSecret, new_webhook_secret
 from ..models.webhooks import WebhookDelivery, WebhookDeliveryPage
-from ..store.sites import new_webhook_secret
 from . import bodies
 from .auth import require_admin
 from .params import path_id
@@ -47,7 +46,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     limit = bodies.query_int(request, "limit", 20, 1, DELIVERIES_MAX)
     if await request.app[SITES].get(site_id) is None:
         raise _no_site(request)
-    rows = await request.app[WEBHOOKS].outbox.for_site(site_id, limit)
+    rows = await request.app[WEBHOOKS].deliveries(site_id, limit)
     page = WebhookDeliveryPage(data=[WebhookDelivery.of(r) for r in rows])
     return web.json_response(page.model_dump(mode="json"))
 
@@ -60,11 +59,7 @@ async def redeliver(request: web.Request) -> web.Response:
     delivery_id = request.match_info["deliveryId"]
     if not _DELIVERY_ID.match(delivery_id):
         raise NotFound(f"no delivery {delivery_id[:64]}", code="delivery_not_found")
-    webhooks = request.app[WEBHOOKS]
-    current = await webhooks.outbox.get(delivery_id)
-    if current is None or current.get("siteId") != site_id:
-        raise NotFound(f"no delivery {delivery_id} for this site", code="delivery_not_found")
-    record = await webhooks.redeliver(delivery_id)
+    record = await request.app[WEBHOOKS].redeliver(delivery_id, site_id=site_id)
     if record is None:
         raise NotFound(f"no delivery {delivery_id} for this site", code="delivery_not_found")
     return web.json_response(WebhookDelivery.of(record).model_dump(mode="json"), status=202)

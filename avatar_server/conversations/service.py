@@ -124,6 +124,34 @@ class ConversationService:
             return None
         return await self._with_expiry(conv)
 
+    async def page(
+        self, *, site_id: str | None, avatar_id: str | None, limit: int, before: tuple[int, str] | None,
+        start: datetime | None, end: datetime | None,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` conversations, newest first (by ``startedAt``), strictly after ``before``
+        (``(startedAt ms, id)`` of the last one shown), started in ``[start, end)``, of the site
+        ``site_id`` (``"admin"``: started with the admin token) and of the avatar ``avatar_id``
+        (a preset's or a custom avatar's id), if given; and whether more follow."""
+        if avatar_id is not None:
+            scope = f"avatar:{avatar_id}"
+        elif site_id is not None:
+            scope = "admin" if site_id == "admin" else f"site:{site_id}"
+        else:
+            scope = "all"
+
+        def admit(conv: dict[str, Any]) -> bool:
+            if site_id == "admin":
+                return conv.get("siteId") is None
+            if site_id is not None and conv.get("siteId") != site_id:
+                return False
+            return avatar_id is None or avatar_key(conv.get("avatar")) == avatar_id
+
+        # ``end`` is exclusive: the newest admitted start is a millisecond before it
+        return await self.store.page(
+            scope, limit=limit, before=before, admit=admit,
+            min_ms=int(start.timestamp() * 1000) if start else None,
+            max_ms=int(end.timestamp() * 1000) - 1 if end else None)
+
     async def _with_expiry(self, conv: dict[str, Any]) -> dict[str, Any]:
         ttl = await self.store.ttl_ms(conv["id"])
         conv["expiresAt"] = iso(time.time() + ttl / 1000) if ttl > 0 else None

@@ -88,6 +88,14 @@ class Page(ResponseModel, Generic[T]):
     nextCursor: str | None = None
 
 
+def is_page_cursor(value: str) -> bool:
+    """Whether ``value`` could be the ``nextCursor`` of a list kept in age order (sites, avatars,
+    documents): ``<createdAt ms, 15 digits>:<id>``, the last member a page showed
+    (``store.lex_index``). A cursor a client sends back is checked with this before any read."""
+    head, sep, tail = value.partition(":")
+    return bool(sep) and len(head) == 15 and head.isdigit() and 0 < len(tail) <= 64
+
+
 # --------------------------------------------------------------------------- errors
 
 # Error types whose pydantic message quotes the input (which may be a multi-megabyte

@@ -10,7 +10,9 @@ lower-case scheme and host, no default port, no path, no trailing slash.
 
 from __future__ import annotations
 
+import base64
 import re
+import secrets
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
@@ -234,6 +236,16 @@ class Site(ResponseModel):
             return normalize_avatar_id(avatar_id) in self.avatarIds
         except ValueError:
             return False
+
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_BYTES = 24  # Standard Webhooks: whsec_ + base64 of random bytes (192 bits)
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks signing secret (``SiteWithSecret.webhookSecret``): ``whsec_`` + base64 of
+    24 random bytes."""
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(WEBHOOK_SECRET_BYTES)).decode()
 
 
 class SiteWithSecret(Site):

@@ -5,6 +5,7 @@ deleted meanwhile. Used by the sites, knowledge and engine catalog stores."""
 
 from __future__ import annotations
 
+from ..models.common import is_page_cursor
 from .connection import Redis
 
 
@@ -14,8 +15,7 @@ def index_member(ms: int, item_id: str) -> str:
 
 def is_index_member(value: str) -> bool:
     """Whether ``value`` could be a member (a cursor a client sends back is checked with this)."""
-    head, sep, tail = value.partition(":")
-    return bool(sep) and len(head) == 15 and head.isdigit() and 0 < len(tail) <= 64
+    return is_page_cursor(value)
 
 
 async def page(

@@ -14,7 +14,6 @@ instances can never put more than ``limit`` sessions in it.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import secrets
@@ -24,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import Conflict
-from ..models.sites import Site
+from ..models.sites import Site, new_webhook_secret
 from . import keys
 from .connection import Redis
 from .lex_index import index_member, page
@@ -64,8 +63,6 @@ return redis.call('SREM', KEYS[1], ARGV[1])
 
 KEY_PREFIX = "pk_"
 KEY_BYTES = 24  # 192 random bits
-WEBHOOK_SECRET_PREFIX = "whsec_"
-WEBHOOK_SECRET_BYTES = 24  # Standard Webhooks: whsec_ + base64 of random bytes (192 bits)
 
 # KEYS: site record, its webhook secret; ARGV: the new secret → 1 if the site exists (and it was set)
 _SET_SECRET = """
@@ -77,11 +74,6 @@ return 1
 
 def new_publishable_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
-
-
-def new_webhook_secret() -> str:
-    """A Standard Webhooks signing secret: ``whsec_`` + base64 of 24 random bytes."""
-    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(WEBHOOK_SECRET_BYTES)).decode()
 
 
 def key_hash(key: str) -> str:

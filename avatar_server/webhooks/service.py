@@ -140,7 +140,18 @@ class WebhookService:
         log.info("webhook queued: %s %s", event, did, extra={"site_id": site_id})
         return did
 
-    async def redeliver(self, delivery_id: str) -> dict[str, Any] | None:
+    # --- what the admin API reads and asks ----------------------------------------------------
+    async def deliveries(self, site_id: str, limit: int) -> list[dict[str, Any]]:
+        """The site's latest ``limit`` deliveries, newest first."""
+        return await self.outbox.for_site(site_id, limit)
+
+    async def redeliver(self, delivery_id: str, *, site_id: str | None = None) -> dict[str, Any] | None:
+        """Make the delivery due again at once (same webhook-id and body; a settled one gets a fresh
+        ``retry_for``): its record, or None if there is no such delivery (of ``site_id``, if given)."""
+        if site_id is not None:
+            current = await self.outbox.get(delivery_id)
+            if current is None or current.get("siteId") != site_id:
+                return None
         return await self.outbox.redeliver(delivery_id, self.retry_for)
 
     # --- the delivery loop --------------------------------------------------------------------
