@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from .engine.errors import EngineConfigError
 from .errors import ConfigError
 from .logs import setup_logging
 
@@ -58,11 +59,11 @@ def _serve(argv: list[str]) -> int:
 def _engine(argv: list[str]) -> int:
     from pathlib import Path
 
-    from .engine.api import create_engine_app
+    from .engine import create_engine_app
     from .engine.config import EngineConfig
+    from .engine.store import EngineCatalogStore
     from .settings import Settings, load_or_create_admin_token
     from .store.connection import RedisHandle, open_redis
-    from .store.engine_catalog import EngineCatalogStore
     from .store.ownership import DataDirLock
 
     parser = argparse.ArgumentParser(
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["serve"]:
             argv = argv[1:]
         return _serve(argv)
-    except ConfigError as exc:
+    except (ConfigError, EngineConfigError) as exc:
         print(f"avatar-server: configuration error: {exc}", file=sys.stderr, flush=True)
         return 1
     except (ValueError, OSError) as exc:

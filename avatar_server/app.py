@@ -35,8 +35,9 @@ from .api import (
 )
 from .conversations import ConversationService, UsageService
 from .demo import ensure_demo_site
-from .engine.api import create_engine_app
+from .engine import create_engine_app
 from .engine.config import EngineConfig
+from .engine.store import EngineCatalogStore
 from .knowledge.service import KnowledgeService, end_avatar_sessions
 from .logs import install_redaction, register_secret
 from .metrics import Metrics, MetricsObserver, Sources
@@ -51,7 +52,6 @@ from .store.budget import BudgetStore
 from .store.connection import open_redis, pool_in_use
 from .store.conversations import ConversationStore
 from .store.demo import DemoSiteRef
-from .store.engine_catalog import EngineCatalogStore
 from .store.events import EventBus
 from .store.knowledge import KnowledgeLock, KnowledgeStore
 from .store.metrics import DeploymentFigures

@@ -44,7 +44,8 @@ def _use_loopback() -> None:
 def serve(port: int) -> None:
     from aiohttp import web
 
-    from avatar_server.engine.media import MediaManager, StaticKnowledge, add_rtc_routes
+    from avatar_server.engine.http.rtc import add_rtc_routes
+    from avatar_server.engine.media import MediaManager, StaticKnowledge
 
     _use_loopback()
 

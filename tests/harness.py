@@ -18,12 +18,12 @@ import aiohttp
 from aiohttp import web
 
 from avatar_server.app import create_app
-from avatar_server.engine.api import create_engine_app
+from avatar_server.engine import create_engine_app
 from avatar_server.engine.config import Delay, EngineConfig
+from avatar_server.engine.store import EngineCatalogStore
 from avatar_server.settings import Settings
 from avatar_server.store.connection import client_from_url
 from avatar_server.store.embedded import free_port
-from avatar_server.store.engine_catalog import EngineCatalogStore
 
 ADMIN_TOKEN = "adm_test_" + "x" * 24
 ENGINE_KEY = "sk_engine_test_" + "y" * 16

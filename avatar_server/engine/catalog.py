@@ -1,7 +1,7 @@
 """The local engine's avatars and documents: Runway's ``/v1/avatars`` and ``/v1/documents``.
 
-Records live in Redis (``store.engine_catalog``), so a restarted engine — or a second engine
-on the same Redis — sees them. The HTTP face is ``engine.catalog_api``.
+Records live in Redis (``engine.store``), so a restarted engine — or a second engine
+on the same Redis — sees them. The HTTP face is ``engine.http.catalog``.
 
 Avatar status (Runway's), checked by ``AvatarStatus.can_become``::
 
@@ -34,7 +34,6 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from avatar_server.engine.catalog_bodies import (
@@ -49,12 +48,13 @@ from avatar_server.engine.catalog_bodies import (
 from avatar_server.engine.config import EngineConfig
 from avatar_server.engine.errors import EngineError
 from avatar_server.engine.media.reference import ProcessedReference, process_reference
-from avatar_server.models.avatars import AvatarStatus  # Runway's avatar lifecycle, checked transitions
-from avatar_server.store.engine_catalog import CatalogBusy, EngineCatalogStore, Record, UnknownDocuments
+from avatar_server.engine.store import CatalogBusy, EngineCatalogStore, Record, UnknownDocuments
+from avatar_server.runway import AvatarStatus, iso_ms  # Runway's avatar lifecycle, checked transitions
 
 
-def iso_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def _iso(ms: int) -> str:
+    """Epoch milliseconds (how records keep time) as Runway writes a time."""
+    return iso_ms(ms / 1000)
 
 
 def _now_ms() -> int:
@@ -175,8 +175,8 @@ class EngineCatalog:
             "referenceImageUri": record["referenceImageUri"],
             "processedImageUri": record["processedImageUri"] if status is AvatarStatus.READY else None,
             "documentIds": list(record["documentIds"]),
-            "createdAt": iso_ms(record["createdAt"]),
-            "updatedAt": iso_ms(record["updatedAt"]),
+            "createdAt": _iso(record["createdAt"]),
+            "updatedAt": _iso(record["updatedAt"]),
             "status": status.value,
         }
         if status is AvatarStatus.FAILED:
@@ -277,8 +277,8 @@ class EngineCatalog:
                                 "usedBy": used_by}
         if with_content:
             wire["content"] = record["content"]
-        wire["createdAt"] = iso_ms(record["createdAt"])
-        wire["updatedAt"] = iso_ms(record["updatedAt"])
+        wire["createdAt"] = _iso(record["createdAt"])
+        wire["updatedAt"] = _iso(record["updatedAt"])
         return wire
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from avatar_server.engine.errors import EngineError
-from avatar_server.engine.validation import UUID4, Issues, type_name
+from avatar_server.engine.validation import Issues, type_name
+from avatar_server.runway import UUID4
 
 VOICE_PRESETS: tuple[str, ...] = (
     "victoria", "vincent", "clara", "drew", "skye", "max", "morgan", "felix", "mia", "marcus",

@@ -20,19 +20,21 @@ Environment (``EngineConfig.from_env``):
     AVATAR_ENGINE_MAX_DURATION      int seconds >= 1        (default 1800)
     AVATAR_ENGINE_SEED              int                     (default: random)
 
-A bad value raises ``avatar_server.errors.ConfigError`` naming the variable.
+    AVATAR_ENGINE_ICE_SERVERS       JSON list of RTCIceServer objects (default: none)
+
+A bad value raises ``engine.errors.EngineConfigError`` naming the variable.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from avatar_server.errors import ConfigError
-from avatar_server.settings import parse_ice_servers
+from avatar_server.engine.errors import EngineConfigError
 
 DelayKind = Literal["fixed", "uniform", "lognormal"]
 _KINDS: tuple[str, ...] = ("fixed", "uniform", "lognormal")
@@ -143,12 +145,12 @@ class EngineConfig:
             try:
                 kwargs["provisioning_delay"] = Delay.parse(text)
             except ValueError as exc:
-                raise ConfigError(f"AVATAR_ENGINE_PROVISION_DELAY: {exc}") from None
+                raise EngineConfigError(f"AVATAR_ENGINE_PROVISION_DELAY: {exc}") from None
         if (text := get("AVATAR_ENGINE_AVATAR_DELAY")) is not None:
             try:
                 kwargs["avatar_processing_delay"] = Delay.parse(text)
             except ValueError as exc:
-                raise ConfigError(f"AVATAR_ENGINE_AVATAR_DELAY: {exc}") from None
+                raise EngineConfigError(f"AVATAR_ENGINE_AVATAR_DELAY: {exc}") from None
         if (text := get("AVATAR_ENGINE_CONCURRENCY")) is not None:
             if text.lower() in ("none", "unlimited"):
                 kwargs["concurrency_limit"] = None
@@ -189,7 +191,7 @@ def _int(name: str, text: str, *, minimum: int | None = None, hint: str = "") ->
     if value is None or (minimum is not None and value < minimum):
         bound = f" >= {minimum}" if minimum is not None else ""
         extra = f" {hint}" if hint else ""
-        raise ConfigError(f"{name}: expected an integer{bound}{extra}, got {text!r}")
+        raise EngineConfigError(f"{name}: expected an integer{bound}{extra}, got {text!r}")
     return value
 
 
@@ -199,5 +201,16 @@ def _positive_float(name: str, text: str) -> float:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name}: expected a number of seconds > 0, got {text!r}")
+        raise EngineConfigError(f"{name}: expected a number of seconds > 0, got {text!r}")
     return value
+
+
+def parse_ice_servers(text: str) -> list[dict[str, Any]]:
+    """``AVATAR_ENGINE_ICE_SERVERS``: a JSON list of RTCIceServer objects (each with ``urls``)."""
+    try:
+        servers = json.loads(text)
+    except json.JSONDecodeError:
+        servers = None
+    if not isinstance(servers, list) or not all(isinstance(x, dict) and "urls" in x for x in servers):
+        raise EngineConfigError('AVATAR_ENGINE_ICE_SERVERS must be a JSON list like [{"urls": "stun:host:3478"}]')
+    return servers

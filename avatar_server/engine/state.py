@@ -1,6 +1,7 @@
-"""Realtime sessions of the local engine: validation, lifecycle and timers.
+"""Realtime sessions of the local engine: lifecycle and timers (no HTTP; the create body is
+checked before it gets here, by ``engine.http.bodies.validate_create_body``).
 
-Lifecycle (Runway's statuses; transitions checked by ``EngineStatus.can_become``):
+Lifecycle (Runway's statuses, ``runway.RealtimeStatus``; transitions checked by its ``can_become``):
 
     NOT_READY ──provisioning delay──▶ READY ──media connects──▶ RUNNING ──maxDuration / peer closes──▶ COMPLETED
         │  (queued=true while over             │  (consumed first)          │
@@ -41,59 +42,28 @@ import asyncio
 import hmac
 import logging
 import random
-import re
 import secrets
 import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from avatar_server.engine.config import EngineConfig
 from avatar_server.engine.errors import EngineError
-from avatar_server.engine.validation import UUID4 as _UUID4
-from avatar_server.engine.validation import Issues as _Issues
-from avatar_server.engine.validation import type_name
+from avatar_server.runway import RealtimeStatus, iso_ms
 
 log = logging.getLogger(__name__)
 
 TERMINAL_RETENTION_SECONDS = 3600.0
 
 
-class EngineStatus(StrEnum):
-    NOT_READY = "NOT_READY"
-    READY = "READY"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (EngineStatus.COMPLETED, EngineStatus.FAILED, EngineStatus.CANCELLED)
-
-    def can_become(self, new: EngineStatus) -> bool:
-        return new in _TRANSITIONS[self]
-
-
-_TRANSITIONS: dict[EngineStatus, frozenset[EngineStatus]] = {
-    EngineStatus.NOT_READY: frozenset({EngineStatus.READY, EngineStatus.FAILED, EngineStatus.CANCELLED}),
-    EngineStatus.READY: frozenset({EngineStatus.RUNNING, EngineStatus.FAILED, EngineStatus.CANCELLED}),
-    EngineStatus.RUNNING: frozenset({EngineStatus.COMPLETED, EngineStatus.CANCELLED}),
-    EngineStatus.COMPLETED: frozenset(),
-    EngineStatus.FAILED: frozenset(),
-    EngineStatus.CANCELLED: frozenset(),
-}
-
-
 @dataclass
 class EngineSession:
     id: str
     created_at: float
-    status: EngineStatus
+    status: RealtimeStatus
     queued: bool
     avatar: dict[str, Any]
     max_duration: int
@@ -120,22 +90,17 @@ class EngineSession:
     @property
     def media_allowed(self) -> bool:
         """Consumed and not ended: its media peer may connect (READY) or is connected (RUNNING)."""
-        return self.consumed and self.status in (EngineStatus.READY, EngineStatus.RUNNING)
+        return self.consumed and self.status in (RealtimeStatus.READY, RealtimeStatus.RUNNING)
 
     @property
     def counts_toward_limit(self) -> bool:
-        if self.status is EngineStatus.NOT_READY:
+        if self.status is RealtimeStatus.NOT_READY:
             return not self.queued
-        return self.status in (EngineStatus.READY, EngineStatus.RUNNING)
+        return self.status in (RealtimeStatus.READY, RealtimeStatus.RUNNING)
 
 
-Listener = Callable[[EngineSession, EngineStatus | None, EngineStatus], None]
+Listener = Callable[[EngineSession, RealtimeStatus | None, RealtimeStatus], None]
 AvatarLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
-
-
-def iso(ts: float) -> str:
-    """Epoch seconds → ISO-8601 UTC with milliseconds and ``Z``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 class EngineState:
@@ -175,10 +140,14 @@ class EngineState:
 
     # -- commands --------------------------------------------------------------------------
 
-    async def create(self, body: Any) -> EngineSession:
+    def check_open(self) -> None:
+        """503 while the engine shuts down (checked before a create body is judged)."""
         if self._closed:
             raise EngineError(503, "Engine is shutting down")
-        fields = validate_create_body(body)
+
+    async def create(self, fields: dict[str, Any]) -> EngineSession:
+        """A new session from a create body's checked fields (``validate_create_body``'s result)."""
+        self.check_open()
         avatar_record = None
         if fields["avatar"]["type"] == "custom":
             avatar_record = await self._lookup_custom_avatar(fields["avatar"]["avatarId"])
@@ -187,7 +156,7 @@ class EngineState:
         session = EngineSession(
             id=str(uuid.uuid4()),
             created_at=now,
-            status=EngineStatus.NOT_READY,
+            status=RealtimeStatus.NOT_READY,
             queued=False,
             avatar=fields["avatar"],
             max_duration=fields["maxDuration"],
@@ -204,16 +173,16 @@ class EngineState:
         if limit is not None and (self._queue or self.active_count() - 1 >= limit):
             session.queued = True
             self._queue.append(session.id)
-        self._notify(session, None, EngineStatus.NOT_READY)
+        self._notify(session, None, RealtimeStatus.NOT_READY)
         if not session.queued:
             self._start_provisioning(session)
         return session
 
     async def cancel(self, id: str) -> None:
         session = self.get(id)
-        if session.status.terminal:
+        if session.status.is_terminal:
             return
-        self._transition(session, EngineStatus.CANCELLED)
+        self._transition(session, RealtimeStatus.CANCELLED)
 
     def consume(self, id: str, session_key: str) -> dict[str, str]:
         """Spend the one-time READY key (the session stays READY until its media connects).
@@ -229,14 +198,14 @@ class EngineState:
             raise EngineError(409, "Session already consumed")
         now = time.time()
         if (
-            session.status is EngineStatus.READY
+            session.status is RealtimeStatus.READY
             and session.expires_at is not None
             and now >= session.expires_at
         ):
             self._expire(session.id)
-        if session.status is EngineStatus.FAILED and session.failure_code == "expired":
+        if session.status is RealtimeStatus.FAILED and session.failure_code == "expired":
             raise EngineError(410, "Session expired")
-        if session.status is not EngineStatus.READY:
+        if session.status is not RealtimeStatus.READY:
             raise EngineError(410, f"Session is {session.status.value}")
         session.consumed = True
         session.rtc_token = secrets.token_urlsafe(32)
@@ -246,10 +215,10 @@ class EngineState:
     def mark_connected(self, id: str) -> None:
         """READY (consumed) → RUNNING: the media peer connected; ``maxDuration`` counts from now."""
         session = self.sessions.get(id)
-        if session is None or session.status is not EngineStatus.READY or not session.consumed:
+        if session is None or session.status is not RealtimeStatus.READY or not session.consumed:
             return
         session.started_at = time.time()
-        self._transition(session, EngineStatus.RUNNING)
+        self._transition(session, RealtimeStatus.RUNNING)
         run_for = self.config.max_duration_limit
         if self.config.honour_max_duration:
             run_for = min(session.max_duration, run_for)
@@ -261,9 +230,9 @@ class EngineState:
         session = self.sessions.get(id)
         if session is None:
             return
-        if session.status is EngineStatus.RUNNING:
-            self._transition(session, EngineStatus.COMPLETED)
-        elif session.status is EngineStatus.READY and session.consumed:
+        if session.status is RealtimeStatus.RUNNING:
+            self._transition(session, RealtimeStatus.COMPLETED)
+        elif session.status is RealtimeStatus.READY and session.consumed:
             self._not_connected(id)
 
     def fail_next(self, count: int, failure_code: str, failure: str) -> None:
@@ -274,16 +243,16 @@ class EngineState:
         self._drain_queue()
 
     def to_wire(self, s: EngineSession) -> dict[str, Any]:
-        wire: dict[str, Any] = {"id": s.id, "createdAt": iso(s.created_at), "status": s.status.value}
-        if s.status is EngineStatus.NOT_READY:
+        wire: dict[str, Any] = {"id": s.id, "createdAt": iso_ms(s.created_at), "status": s.status.value}
+        if s.status is RealtimeStatus.NOT_READY:
             wire["queued"] = s.queued
-        elif s.status is EngineStatus.READY:
+        elif s.status is RealtimeStatus.READY:
             assert s.session_key is not None and s.expires_at is not None
             wire["sessionKey"] = s.session_key
-            wire["expiresAt"] = iso(s.expires_at)
-        elif s.status is EngineStatus.COMPLETED:
+            wire["expiresAt"] = iso_ms(s.expires_at)
+        elif s.status is RealtimeStatus.COMPLETED:
             wire["duration"] = s.duration if s.duration is not None else 0
-        elif s.status is EngineStatus.FAILED:
+        elif s.status is RealtimeStatus.FAILED:
             wire["failure"] = s.failure or "Session failed"
             wire["failureCode"] = s.failure_code or "internal_error"
         return wire
@@ -329,46 +298,46 @@ class EngineState:
 
     def _provisioned(self, id: str) -> None:
         session = self.sessions.get(id)
-        if session is None or session.status is not EngineStatus.NOT_READY:
+        if session is None or session.status is not RealtimeStatus.NOT_READY:
             return
         if session.planned_failure is not None:
             session.failure_code, session.failure = session.planned_failure
-            self._transition(session, EngineStatus.FAILED)
+            self._transition(session, RealtimeStatus.FAILED)
             return
         now = time.time()
         session.session_key = secrets.token_urlsafe(32)
         session.ready_at = now
         session.expires_at = now + self.config.ready_ttl
-        self._transition(session, EngineStatus.READY)
+        self._transition(session, RealtimeStatus.READY)
         self._set_timer(session.id, self.config.ready_ttl, self._expire, session.id)
 
     def _expire(self, id: str) -> None:
         session = self.sessions.get(id)
-        if session is None or session.status is not EngineStatus.READY:
+        if session is None or session.status is not RealtimeStatus.READY:
             return
         session.failure_code = "expired"
         session.failure = "The session was not consumed before its credentials expired"
-        self._transition(session, EngineStatus.FAILED)
+        self._transition(session, RealtimeStatus.FAILED)
 
     def _not_connected(self, id: str) -> None:
         session = self.sessions.get(id)
-        if session is None or session.status is not EngineStatus.READY or not session.consumed:
+        if session is None or session.status is not RealtimeStatus.READY or not session.consumed:
             return
         session.failure_code = "not_connected"
         session.failure = "The media connection was not made after the credentials were consumed"
-        self._transition(session, EngineStatus.FAILED)
+        self._transition(session, RealtimeStatus.FAILED)
 
     def _run_out(self, id: str) -> None:
         self.mark_completed(id)
 
-    def _transition(self, session: EngineSession, new: EngineStatus) -> None:
+    def _transition(self, session: EngineSession, new: RealtimeStatus) -> None:
         old = session.status
         if not old.can_become(new):
             raise RuntimeError(f"invalid engine session transition {old.value} → {new.value}")
         now = time.time()
         session.status = new
         self._cancel_timer(session.id)
-        if new.terminal:
+        if new.is_terminal:
             self.alive -= 1
             session.ended_at = now
             if session.queued:
@@ -377,15 +346,15 @@ class EngineState:
                     self._queue.remove(session.id)
                 except ValueError:
                     pass
-            if new is EngineStatus.COMPLETED and session.started_at is not None:
+            if new is RealtimeStatus.COMPLETED and session.started_at is not None:
                 elapsed = now - session.started_at
                 session.duration = max(0, min(round(elapsed), session.max_duration))
         log.debug("engine session %s: %s → %s", session.id, old.value, new.value)
         self._notify(session, old, new)
-        if new.terminal:
+        if new.is_terminal:
             self._drain_queue()
 
-    def _notify(self, session: EngineSession, old: EngineStatus | None, new: EngineStatus) -> None:
+    def _notify(self, session: EngineSession, old: RealtimeStatus | None, new: RealtimeStatus) -> None:
         for fn in list(self._listeners):
             try:
                 fn(session, old, new)
@@ -398,7 +367,7 @@ class EngineState:
         limit = self.config.concurrency_limit
         while self._queue and (limit is None or self.active_count() < limit):
             session = self.sessions.get(self._queue.popleft())
-            if session is None or session.status is not EngineStatus.NOT_READY:
+            if session is None or session.status is not RealtimeStatus.NOT_READY:
                 continue
             session.queued = False
             self._start_provisioning(session)
@@ -426,129 +395,7 @@ class EngineState:
         stale = [
             s.id
             for s in self.sessions.values()
-            if s.status.terminal and s.ended_at is not None and now - s.ended_at > TERMINAL_RETENTION_SECONDS
+            if s.status.is_terminal and s.ended_at is not None and now - s.ended_at > TERMINAL_RETENTION_SECONDS
         ]
         for id in stale:
             del self.sessions[id]
-
-
-# -- request validation (Runway's create schema) -----------------------------------------------
-
-PRESET_AVATARS = frozenset(
-    {
-        "game-character", "music-superstar", "game-character-man", "cat-character", "influencer",
-        "tennis-coach", "human-resource", "fashion-designer", "cooking-teacher",
-    }
-)  # fmt: skip
-_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_PARAM_TYPES = ("string", "integer", "number", "boolean", "array", "object")
-_ITEM_TYPES = ("string", "integer", "number", "boolean")
-
-
-def validate_create_body(body: Any) -> dict[str, Any]:
-    """Check a create body like Runway does; return the normalised fields or raise 400 with issues."""
-    if not isinstance(body, dict):
-        raise EngineError(400, "Invalid request body: expected a JSON object")
-    issues = _Issues()
-    if "model" not in body:
-        issues.add("invalid_type", ["model"], "Required")
-    elif body["model"] != "gwm1_avatars":
-        issues.add("invalid_literal", ["model"], 'Invalid literal value, expected "gwm1_avatars"')
-    avatar = body.get("avatar")
-    if avatar is None:
-        issues.add("invalid_type", ["avatar"], "Required")
-    elif issues.obj(avatar, ["avatar"]):
-        kind = avatar.get("type")
-        if kind == "runway-preset":
-            if avatar.get("presetId") not in PRESET_AVATARS:
-                issues.add(
-                    "invalid_enum_value",
-                    ["avatar", "presetId"],
-                    f"Invalid enum value. Expected one of: {', '.join(sorted(PRESET_AVATARS))}",
-                )
-        elif kind == "custom":
-            avatar_id = avatar.get("avatarId")
-            if not isinstance(avatar_id, str) or not _UUID4.match(avatar_id):
-                issues.add("invalid_string", ["avatar", "avatarId"], "Invalid uuid")
-        else:
-            issues.add(
-                "invalid_union_discriminator",
-                ["avatar", "type"],
-                "Invalid discriminator value. Expected 'runway-preset' | 'custom'",
-            )
-    max_duration = body.get("maxDuration", 300)
-    if isinstance(max_duration, float) and max_duration.is_integer():
-        max_duration = int(max_duration)
-    if not isinstance(max_duration, int) or isinstance(max_duration, bool):
-        issues.add("invalid_type", ["maxDuration"], f"Expected integer, received {type_name(max_duration)}")
-    elif max_duration < 10:
-        issues.add("too_small", ["maxDuration"], "Number must be greater than or equal to 10")
-    elif max_duration > 1800:
-        issues.add("too_big", ["maxDuration"], "Number must be less than or equal to 1800")
-    if "personality" in body:
-        issues.string(body["personality"], ["personality"], 1, 10000)
-    if "startScript" in body:
-        issues.string(body["startScript"], ["startScript"], 1, 2000)
-    tools = body.get("tools", [])
-    if issues.array(tools, ["tools"], 20):
-        for i, tool in enumerate(tools):
-            _check_tool(issues, tool, ["tools", i])
-    for unsupported in ("integration", "livekit"):
-        if unsupported in body:
-            issues.add("custom", [unsupported], f"{unsupported} is not supported by the local engine")
-    issues.raise_if_any()
-    fields: dict[str, Any] = {
-        "avatar": {k: avatar[k] for k in ("type", "presetId", "avatarId") if k in avatar},
-        "maxDuration": max_duration,
-        "tools": tools,
-    }
-    for key in ("personality", "startScript"):
-        if key in body:
-            fields[key] = body[key]
-    return fields
-
-
-def _check_tool(issues: _Issues, tool: Any, path: list[str | int]) -> None:
-    if not issues.obj(tool, path):
-        return
-    if tool.get("type") not in ("client_event", "backend_rpc"):
-        issues.add(
-            "invalid_union_discriminator",
-            [*path, "type"],
-            "Invalid discriminator value. Expected 'client_event' | 'backend_rpc'",
-        )
-    issues.string(tool.get("name"), [*path, "name"], 1, 64, _NAME)
-    issues.string(tool.get("description"), [*path, "description"], 1, 1024)
-    params = tool.get("parameters", [])
-    if not issues.array(params, [*path, "parameters"], 20):
-        return
-    for j, param in enumerate(params):
-        ppath: list[str | int] = [*path, "parameters", j]
-        if not issues.obj(param, ppath):
-            continue
-        issues.string(param.get("name"), [*ppath, "name"], 1, 64, _NAME)
-        issues.string(param.get("description"), [*ppath, "description"], 1, 1024)
-        if "required" in param and not isinstance(param["required"], bool):
-            issues.add("invalid_type", [*ppath, "required"], "Expected boolean")
-        ptype = param.get("type")
-        if ptype not in _PARAM_TYPES:
-            issues.add(
-                "invalid_union_discriminator",
-                [*ppath, "type"],
-                f"Invalid discriminator value. Expected {' | '.join(repr(t) for t in _PARAM_TYPES)}",
-            )
-        elif ptype == "string" and "enum" in param:
-            if issues.array(param["enum"], [*ppath, "enum"], 20):
-                for k, value in enumerate(param["enum"]):
-                    issues.string(value, [*ppath, "enum", k], 0, 64)
-        elif ptype == "array":
-            items = param.get("items")
-            if items is None:
-                issues.add("invalid_type", [*ppath, "items"], "Required")
-            elif issues.obj(items, [*ppath, "items"]) and items.get("type") not in _ITEM_TYPES:
-                issues.add("invalid_enum_value", [*ppath, "items", "type"], "Invalid enum value")
-        elif ptype == "object":
-            if "properties" not in param:
-                issues.add("invalid_type", [*ppath, "properties"], "Required")
-            else:
-                issues.array(param["properties"], [*ppath, "properties"], 20)

@@ -11,8 +11,6 @@ from typing import Any
 
 from avatar_server.engine.errors import EngineError
 
-UUID4 = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$")
-
 
 class Issues:
     def __init__(self) -> None:
@@ -47,7 +45,6 @@ class Issues:
             self.add("invalid_type", path, f"Expected object, received {type_name(value)}")
             return False
         return True
-
 
     def raise_if_any(self) -> None:
         if self.items:

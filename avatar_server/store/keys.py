@@ -198,38 +198,7 @@ ID_PLACEHOLDER = "{id}"
 """Lua scripts that walk links build keys from templates (``kb_document(ID_PLACEHOLDER)``)."""
 
 
-# --- the local engine's avatar/document catalog (Runway's /v1/avatars and /v1/documents) ---------
-ENGINE_PREFIX = f"{PREFIX}engine:"
-
-
-def engine_avatar(avatar_id: str) -> str:
-    """String (JSON): an engine avatar record (documentIds included)."""
-    return f"{ENGINE_PREFIX}avatar:{avatar_id}"
-
-
-def engine_avatar_image(avatar_id: str) -> str:
-    """String: the avatar's processed reference image (a JPEG data URI) for the media peer."""
-    return f"{ENGINE_PREFIX}avatar:{avatar_id}:image"
-
-
-def engine_avatars_index() -> str:
-    """Sorted set (all scores 0): ``<createdAt ms, 15 digits>:<avatar id>``, listed by lex order."""
-    return f"{ENGINE_PREFIX}avatars"
-
-
-def engine_document(document_id: str) -> str:
-    """String (JSON): an engine document record, content included."""
-    return f"{ENGINE_PREFIX}document:{document_id}"
-
-
-def engine_document_users(document_id: str) -> str:
-    """Set: ids of the engine avatars whose documentIds include the document (``usedBy``)."""
-    return f"{ENGINE_PREFIX}document:{document_id}:usedby"
-
-
-def engine_documents_index(sort: str) -> str:
-    """Sorted set (all scores 0) per sort field (createdAt | updatedAt): ``<ms, 15 digits>:<document id>``."""
-    return f"{ENGINE_PREFIX}documents:{sort}"
+# (The local engine's avatars and documents, ``as:engine:…``, are the engine's: ``engine/store.py``.)
 
 
 # --- the create journal: upstream creates that may exist unseen (``store.journal``) ---------------

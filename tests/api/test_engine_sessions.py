@@ -13,7 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from avatar_server.engine import ENGINE_STATE, Delay, EngineConfig, EngineStatus, create_engine_app
+from avatar_server.engine import ENGINE_STATE, Delay, EngineConfig, create_engine_app
+from avatar_server.runway import RealtimeStatus
 
 from ..catalog_helpers import validate
 
@@ -231,7 +232,7 @@ async def test_mark_completed_by_media_peer(make_engine: EngineFactory) -> None:
     body = await get(client, id)
     assert body["status"] == "COMPLETED" and body["duration"] == 0
     state.mark_completed(id)  # no-op on a terminal session
-    assert state.get(id).status is EngineStatus.COMPLETED
+    assert state.get(id).status is RealtimeStatus.COMPLETED
     # a peer that closes before it ever connected: the one-time credentials are spent
     other = await create(client)
     key = (await wait_status(client, other, "READY"))["sessionKey"]
@@ -613,7 +614,7 @@ async def test_engine_close_is_idempotent_and_stops_timers(make_engine: EngineFa
     await state.close()
     await state.close()
     await asyncio.sleep(0.3)
-    assert state.get(id).status is EngineStatus.NOT_READY
+    assert state.get(id).status is RealtimeStatus.NOT_READY
     await assert_error(await client.post("/v1/realtime_sessions", json=PRESET, headers=HEADERS), 503)
 
 

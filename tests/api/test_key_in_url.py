@@ -18,7 +18,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp import web
 
-from avatar_server.engine.api import create_engine_app
+from avatar_server.engine import create_engine_app
 
 from ..harness import (
     ENGINE_KEY,

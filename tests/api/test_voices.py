@@ -14,7 +14,7 @@ import aiohttp
 
 from avatar_server.engine import ENGINE_STATE
 from avatar_server.engine.media.speech import Voice
-from avatar_server.engine.voices_api import describe
+from avatar_server.engine.voices import describe
 
 from ..catalog_helpers import validate
 from ..harness import EngineHarness, ServerHarness

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from avatar_server.engine.api import create_engine_app
+from avatar_server.engine import create_engine_app
 from tests.e2e.browser_helpers import (
     AUDIO_PROBE,
     RECORD_EVENTS,

@@ -13,8 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from avatar_server.engine.media import MediaManager, StaticKnowledge, add_rtc_routes
-from avatar_server.errors import BadRequest, Conflict
+from avatar_server.engine.errors import BadRequest, Conflict
+from avatar_server.engine.http.rtc import add_rtc_routes
+from avatar_server.engine.media import MediaManager, StaticKnowledge
 from tests.e2e.rtc_helpers import RtcClient, connect, use_loopback_candidates
 
 pytestmark = pytest.mark.timeout(90)

@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, quote
 import pytest
 from aiohttp import web
 
-from avatar_server.engine.api import create_engine_app
+from avatar_server.engine import create_engine_app
 from avatar_server.store.embedded import free_port
 from tests.e2e.browser_helpers import EmbedPage, chromium
 from tests.e2e.npm_helpers import REACT_SDK, REACT_SDK_BUNDLE, VENDOR, VENDOR_BUNDLE, ensure_bundle

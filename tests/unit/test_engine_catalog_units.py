@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from avatar_server.engine.catalog import AvatarStatus, avatar_status
+from avatar_server.engine.catalog import avatar_status
 from avatar_server.engine.catalog_bodies import (
     ListQuery,
     decode_cursor,
@@ -18,9 +18,9 @@ from avatar_server.engine.catalog_bodies import (
     validate_document_patch,
 )
 from avatar_server.engine.config import Delay, EngineConfig
-from avatar_server.engine.errors import EngineError
+from avatar_server.engine.errors import EngineConfigError, EngineError
 from avatar_server.engine.media.reference import process_reference
-from avatar_server.errors import ConfigError
+from avatar_server.runway import AvatarStatus
 from avatar_server.store.lex_index import index_member, is_index_member
 from tests.catalog_helpers import mean_rgb, png_uri
 
@@ -77,7 +77,7 @@ def test_avatar_delay_setting() -> None:
     config = EngineConfig.from_env({"AVATAR_ENGINE_AVATAR_DELAY": "fixed:0.2"})
     assert config.avatar_processing_delay == Delay("fixed", 0.2)
     assert config.to_json()["avatarProcessingDelay"] == "fixed:0.2"
-    with pytest.raises(ConfigError, match="AVATAR_ENGINE_AVATAR_DELAY"):
+    with pytest.raises(EngineConfigError, match="AVATAR_ENGINE_AVATAR_DELAY"):
         EngineConfig.from_env({"AVATAR_ENGINE_AVATAR_DELAY": "soon"})
 
 

@@ -6,7 +6,7 @@ import statistics
 import pytest
 
 from avatar_server.engine.config import Delay, EngineConfig
-from avatar_server.errors import ConfigError
+from avatar_server.engine.errors import EngineConfigError
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ def test_config_from_env() -> None:
     ],
 )
 def test_config_from_env_rejects_bad_values_naming_the_variable(env: dict[str, str], fragment: str) -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(EngineConfigError) as info:
         EngineConfig.from_env(env)
     assert fragment in str(info.value)
     assert "\n" not in str(info.value)

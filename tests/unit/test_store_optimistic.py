@@ -10,9 +10,9 @@ import pytest
 import redis as redis_sync
 import redis.asyncio as aioredis
 
+from avatar_server.engine.store import CatalogBusy, EngineCatalogStore, document_key
 from avatar_server.errors import Conflict
 from avatar_server.store import keys
-from avatar_server.store.engine_catalog import CatalogBusy, EngineCatalogStore
 from avatar_server.store.optimistic import optimistic
 from avatar_server.store.sites import SiteStore
 
@@ -71,7 +71,7 @@ async def test_engine_catalog_raises_catalog_busy(r: aioredis.Redis, redis_url: 
     other = redis_sync.Redis.from_url(redis_url)
 
     def change(old: dict[str, Any]) -> dict[str, Any]:
-        other.set(keys.engine_document("d1"), json.dumps({**old, "name": "theirs"}))
+        other.set(document_key("d1"), json.dumps({**old, "name": "theirs"}))
         return {**old, "name": "ours", "updatedAt": 2}
 
     with pytest.raises(CatalogBusy):

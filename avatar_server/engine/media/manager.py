@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from avatar_server.engine.errors import BadRequest, Conflict
 from avatar_server.engine.media.conversation import KnowledgeSource
 from avatar_server.engine.media.peer import (
     CONNECT_TIMEOUT_SECONDS,
@@ -25,7 +26,6 @@ from avatar_server.engine.media.peer import (
 from avatar_server.engine.media.portrait import portrait_for
 from avatar_server.engine.media.speech import SpeechSynth
 from avatar_server.engine.media.video import FrameRenderer
-from avatar_server.errors import BadRequest, Conflict
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The engine's custom voices: Runway's ``/v1/voices``, each mapped to an espeak-ng voice.
+"""The engine's custom voices (Runway's ``/v1/voices``, routes in ``engine.http.voices``), each
+mapped to an espeak-ng voice.
 
     POST   /v1/voices            {name, description?, from: {type: "text", prompt, model}
                                                        | {type: "audio", audio}}     200 {id}
@@ -33,18 +34,15 @@ import time
 import uuid
 import wave
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from aiohttp import web
 
 from avatar_server.engine.config import EngineConfig
-from avatar_server.engine.errors import EngineError
 from avatar_server.engine.media.speech import SAMPLE_RATE, SpeechSynth, Voice, voice_for
-from avatar_server.engine.state import iso
-from avatar_server.engine.validation import UUID4, Issues
+from avatar_server.engine.validation import Issues
+from avatar_server.runway import iso_ms
 
 MODELS = ("eleven_ttv_v3", "eleven_multilingual_ttv_v2")
 LIMIT_DEFAULT = 50
@@ -52,9 +50,6 @@ MAX_VOICES = 1000
 MAX_PREVIEWS = 64
 PREVIEW_TTL = 3600.0
 SAMPLE_LINE = "Hello! This is how I sound. Thanks for listening, and have a lovely day."
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-FaultRunner = Callable[[web.Request, str, Callable[[], Awaitable[web.StreamResponse]]], Awaitable[web.StreamResponse]]
 
 _FEMALE = re.compile(r"\b(woman|women|female|feminine|girl|lady|she|her|mother|grandmother|soprano|alto)\b", re.I)
 _MALE = re.compile(r"\b(man|men|male|masculine|boy|guy|gentleman|he|his|father|grandfather|baritone|bass|tenor)\b",
@@ -125,6 +120,23 @@ class EngineVoices:
     rng: random.Random = field(default_factory=random.Random)
     voices: dict[str, EngineVoice] = field(default_factory=dict)
     previews: OrderedDict[str, Preview] = field(default_factory=OrderedDict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
+
+    def prepare(self, voice: EngineVoice) -> None:
+        """Render the voice's preview in the background (ready by the time the voice is)."""
+
+        async def prepare() -> None:
+            voice.preview_token, _ = await self.render(voice.espeak)
+
+        task = asyncio.ensure_future(prepare())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Cancel the previews still rendering; idempotent."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def espeak_voice(self, voice_id: str) -> Voice | None:
         voice = self.voices.get(voice_id.lower())
@@ -144,7 +156,7 @@ class EngineVoices:
 
     def wire(self, v: EngineVoice, base: str) -> dict[str, Any]:
         body: dict[str, Any] = {"id": v.id, "name": v.name, "description": v.description,
-                                "createdAt": iso(v.created_at)}
+                                "createdAt": iso_ms(v.created_at)}
         if time.time() < v.ready_at or v.preview_token is None:
             body["status"] = "PROCESSING"
         else:
@@ -207,129 +219,3 @@ def validate_preview(body: Any) -> str:
         issues.add("invalid_enum_value", ["model"], f"Expected {' | '.join(MODELS)}")
     issues.raise_if_any()
     return str(body["prompt"])
-
-
-def add_voice_routes(
-    app: web.Application,
-    voices: EngineVoices,
-    *,
-    authorize: Callable[[web.Request], None],
-    read_json: Callable[[web.Request], Awaitable[Any]],
-    with_faults: FaultRunner,
-    count: Callable[[web.Request, str], None],
-    base_url: Callable[[web.Request], str],
-) -> None:
-    tasks: set[asyncio.Task[None]] = set()
-
-    def route(op: str, perform: Handler) -> Handler:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            count(request, op)
-            authorize(request)
-            return await with_faults(request, op, lambda: perform(request))
-
-        return handler
-
-    def find(request: web.Request) -> EngineVoice:
-        voice_id = request.match_info["id"]
-        voice = voices.voices.get(voice_id.lower()) if UUID4.match(voice_id) else None
-        if voice is None:
-            raise EngineError(404, "Voice not found")
-        return voice
-
-    async def create(request: web.Request) -> web.StreamResponse:
-        name, description, source = validate_create(await read_json(request))
-        if len(voices.voices) >= MAX_VOICES:
-            raise EngineError(400, f"At most {MAX_VOICES} voices")
-        voice_id = str(uuid.uuid4())
-        now = time.time()
-        espeak = describe(source.get("prompt") if source["type"] == "text" else None, voice_id)
-        delay = max(0.0, voices.config.avatar_processing_delay.sample(voices.rng))
-        voice = EngineVoice(voice_id, name, description, now, now + delay, espeak)
-        voices.voices[voice_id] = voice
-
-        async def prepare() -> None:  # the preview is ready by the time the voice is
-            voice.preview_token, _ = await voices.render(espeak)
-
-        task = asyncio.ensure_future(prepare())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        return web.json_response({"id": voice_id})
-
-    async def list_voices(request: web.Request) -> web.StreamResponse:
-        issues = Issues()
-        limit = LIMIT_DEFAULT
-        if "limit" in request.query:
-            try:
-                limit = int(request.query["limit"])
-            except ValueError:
-                issues.add("invalid_type", ["limit"], "Expected integer")
-            else:
-                if not 1 <= limit <= 100:
-                    issues.add("too_big" if limit > 100 else "too_small", ["limit"], "Number must be 1-100")
-        ordered = sorted(voices.voices.values(), key=lambda v: (v.created_at, v.id), reverse=True)
-        cursor = request.query.get("cursor")
-        if cursor is not None:
-            ids = [v.id for v in ordered]
-            if cursor not in ids:
-                issues.add("custom", ["cursor"], "Invalid cursor")
-            else:
-                ordered = ordered[ids.index(cursor) + 1:]
-        if issues.items:
-            raise EngineError(400, f"Invalid query: {issues.items[0]['path'][0]}: {issues.items[0]['message']}",
-                              issues.items)
-        page = ordered[:limit]
-        more = len(ordered) > limit
-        base = base_url(request)
-        return web.json_response({"data": [voices.wire(v, base) for v in page], "hasMore": more,
-                                  "nextCursor": page[-1].id if more and page else None})
-
-    async def get(request: web.Request) -> web.StreamResponse:
-        return web.json_response(voices.wire(find(request), base_url(request)))
-
-    async def patch(request: web.Request) -> web.StreamResponse:
-        voice = find(request)
-        body = await read_json(request)
-        issues = Issues()
-        if issues.obj(body, []):
-            for key in body:
-                if key != "name":
-                    issues.add("unrecognized_keys", [], f"Unrecognized key(s) in object: '{key}'")
-            if "name" in body:
-                issues.string(body["name"], ["name"], 1, 100)
-        issues.raise_if_any()
-        if "name" in body:
-            voice.name = body["name"]
-        return web.json_response(voices.wire(voice, base_url(request)))
-
-    async def delete(request: web.Request) -> web.StreamResponse:
-        voice = find(request)
-        del voices.voices[voice.id]
-        return web.Response(status=204)
-
-    async def preview(request: web.Request) -> web.StreamResponse:
-        prompt = validate_preview(await read_json(request))
-        token, seconds = await voices.render(describe(prompt, prompt))
-        return web.json_response({"url": f"{base_url(request)}/v1/voices/previews/{token}.wav",
-                                  "durationSecs": seconds})
-
-    async def preview_wav(request: web.Request) -> web.StreamResponse:
-        found = voices.previews.get(request.match_info["token"])
-        if found is None or found.expires < time.time():
-            raise EngineError(404, "Preview not found (previews are kept for an hour)")
-        return web.Response(body=found.wav, content_type="audio/wav",
-                            headers={"Cache-Control": "private, max-age=3600",
-                                     "Access-Control-Allow-Origin": "*"})
-
-    async def cancel(_: web.Application) -> None:
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    app.on_cleanup.append(cancel)
-    app.router.add_post("/v1/voices/preview", route("voice_preview", preview))
-    app.router.add_get("/v1/voices/previews/{token}.wav", preview_wav, allow_head=False)
-    app.router.add_post("/v1/voices", route("voice_create", create))
-    app.router.add_get("/v1/voices", route("voice_list", list_voices), allow_head=False)
-    app.router.add_get("/v1/voices/{id}", route("voice_get", get), allow_head=False)
-    app.router.add_patch("/v1/voices/{id}", route("voice_update", patch))
-    app.router.add_delete("/v1/voices/{id}", route("voice_delete", delete))

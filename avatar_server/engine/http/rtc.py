@@ -23,14 +23,17 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from avatar_server import jsonlimits
 from avatar_server.bearer import MalformedCredential, parse_bearer
-from avatar_server.engine.media.manager import MediaManager
-from avatar_server.errors import AvatarServerError
+from avatar_server.engine.errors import EngineError
+from avatar_server.engine.http.errors import error_response
+
+if TYPE_CHECKING:  # the route only holds the key; engine.media (aiortc) is the caller's import
+    from avatar_server.engine.media.manager import MediaManager
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +99,7 @@ def add_rtc_routes(
     """Register the offer/answer endpoint (and its CORS preflight) on ``app``.
 
     ``get_session(id)`` (sync or async) returns the session or None; it may
-    raise an ``AvatarServerError`` (or any exception with ``status`` and
+    raise an ``EngineError`` (or any exception with ``status`` and
     ``message``) to refuse, e.g. 409 for a session that is not consumed.
     ``on_connected(id)`` fires when media flows, ``on_closed(id, reason)`` once
     when the peer ends (reasons: ``peer.CloseReason`` values); ``on_turn(id, role, text)`` for each
@@ -167,7 +170,7 @@ def add_rtc_routes(
 
 
 def _error_of(exc: Exception) -> tuple[int | None, str]:
-    if isinstance(exc, AvatarServerError):
+    if isinstance(exc, EngineError):
         return exc.status, exc.message
     status, message = getattr(exc, "status", None), getattr(exc, "message", None)
     if isinstance(status, int) and isinstance(message, str):
@@ -176,4 +179,4 @@ def _error_of(exc: Exception) -> tuple[int | None, str]:
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=CORS_HEADERS)
+    return error_response(EngineError(status, message), headers=CORS_HEADERS)

@@ -39,15 +39,17 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
 from avatar_server.engine.errors import EngineError
-from avatar_server.engine.state import EngineSession, EngineState, EngineStatus, iso
-from avatar_server.engine.validation import UUID4, Issues
+from avatar_server.engine.http.faults import guarded
+from avatar_server.engine.state import EngineSession, EngineState
+from avatar_server.engine.validation import Issues
+from avatar_server.runway import UUID4, RealtimeStatus, iso_ms
 
 TRANSCRIPT_MAX = 1000  # the schema's maxItems
 LIMIT_DEFAULT = 20
@@ -55,40 +57,25 @@ LIMIT_MAX = 100
 CURSOR_MAX = 1000
 
 _STATUS = {
-    EngineStatus.NOT_READY: "in_progress",
-    EngineStatus.READY: "in_progress",
-    EngineStatus.RUNNING: "in_progress",
-    EngineStatus.COMPLETED: "ended",
-    EngineStatus.CANCELLED: "ended",
-    EngineStatus.FAILED: "failed",
+    RealtimeStatus.NOT_READY: "in_progress",
+    RealtimeStatus.READY: "in_progress",
+    RealtimeStatus.RUNNING: "in_progress",
+    RealtimeStatus.COMPLETED: "ended",
+    RealtimeStatus.CANCELLED: "ended",
+    RealtimeStatus.FAILED: "failed",
 }
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-FaultRunner = Callable[[web.Request, str, Callable[[], Awaitable[web.StreamResponse]]], Awaitable[web.StreamResponse]]
 DELETED = web.AppKey("engine_deleted_conversations", set)
 
 
-def add_conversation_routes(
-    app: web.Application,
-    state: EngineState,
-    *,
-    authorize: Callable[[web.Request], None],
-    with_faults: FaultRunner,
-    count: Callable[[web.Request, str], None],
-) -> None:
+def add_conversation_routes(app: web.Application, state: EngineState) -> None:
     deleted: set[str] = set()
     app[DELETED] = deleted
 
     def visible(session: EngineSession | None) -> bool:
         return session is not None and session.id not in deleted
 
-    def route(op: str, perform: Handler) -> Handler:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            count(request, op)
-            authorize(request)
-            return await with_faults(request, op, lambda: perform(request))
-
-        return handler
+    route = guarded
 
     def find(request: web.Request) -> EngineSession:
         session = state.sessions.get(request.match_info["id"])
@@ -116,7 +103,7 @@ def add_conversation_routes(
 
     async def delete_conversation(request: web.Request) -> web.StreamResponse:
         session = find(request)
-        if not session.status.terminal:
+        if not session.status.is_terminal:
             raise EngineError(409, "Conversation is in progress: cancel its realtime session first")
         deleted.add(session.id)
         return web.Response(status=204)
@@ -327,7 +314,7 @@ def _name(s: EngineSession) -> str:
 
 
 def _duration(s: EngineSession) -> int | None:
-    if s.status is EngineStatus.COMPLETED and s.duration is not None:
+    if s.status is RealtimeStatus.COMPLETED and s.duration is not None:
         return s.duration
     if s.started_at is None:
         return None
@@ -341,7 +328,7 @@ def list_item(s: EngineSession) -> dict[str, Any]:
         "name": _name(s),
         "status": _STATUS[s.status],
         "avatar": _list_avatar(s),
-        "createdAt": iso(s.created_at),
+        "createdAt": iso_ms(s.created_at),
         "duration": _duration(s),
         "hasTools": bool(s.tools),
     }
@@ -353,7 +340,7 @@ def detail(s: EngineSession) -> dict[str, Any]:
         "id": s.id,
         "name": _name(s),
         "avatar": _detail_avatar(s),
-        "createdAt": iso(s.created_at),
+        "createdAt": iso_ms(s.created_at),
         "maxDuration": s.max_duration,
         "transcript": [dict(turn) for turn in s.transcript[:TRANSCRIPT_MAX]],
         "recordingUrl": None,
@@ -362,11 +349,11 @@ def detail(s: EngineSession) -> dict[str, Any]:
             for t in s.tools
         ],
         "status": status,
-        "startedAt": iso(s.started_at) if s.started_at is not None else None,
+        "startedAt": iso_ms(s.started_at) if s.started_at is not None else None,
         "duration": _duration(s),
     }
     if status != "in_progress":
-        body["endedAt"] = iso(s.ended_at) if s.ended_at is not None else None
+        body["endedAt"] = iso_ms(s.ended_at) if s.ended_at is not None else None
     if status == "failed":
         body["failure"] = s.failure or "Session failed"
         body["failureCode"] = s.failure_code or "internal_error"

@@ -1,5 +1,8 @@
 """The local engine's avatars and documents in Redis (Runway's ``/v1/avatars``, ``/v1/documents``).
 
+The engine's own keys, all under ``as:engine:`` (the names the server's store used before the
+engine had its own; a shared Redis keeps them apart from the server's ``as:…`` keys):
+
     engine:avatar:<id>              JSON record (documentIds included; timestamps in epoch ms)
     engine:avatar:<id>:image        the processed reference image (data URI) for the media peer
     engine:avatars                  sorted set, scores 0, members ``<createdAt ms>:<id>`` (lex = age)
@@ -20,16 +23,50 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from . import keys
-from .connection import Redis
-from .lex_index import index_member, page
-from .optimistic import optimistic, watch_json
+from avatar_server.store.connection import Redis
+from avatar_server.store.lex_index import index_member, page
+from avatar_server.store.optimistic import optimistic, watch_json
 
 _RETRIES = 20
 DOCUMENT_SORTS = ("createdAt", "updatedAt")
 
 Record = dict[str, Any]
 T = TypeVar("T")
+
+ENGINE_PREFIX = "as:engine:"
+
+
+# -- the engine's keys: every one is built here; nothing else spells one ---------------------------
+
+
+def avatar_key(avatar_id: str) -> str:
+    """String (JSON): an engine avatar record (documentIds included)."""
+    return f"{ENGINE_PREFIX}avatar:{avatar_id}"
+
+
+def avatar_image_key(avatar_id: str) -> str:
+    """String: the avatar's processed reference image (a JPEG data URI) for the media peer."""
+    return f"{ENGINE_PREFIX}avatar:{avatar_id}:image"
+
+
+def avatars_index_key() -> str:
+    """Sorted set (all scores 0): ``<createdAt ms, 15 digits>:<avatar id>``, listed by lex order."""
+    return f"{ENGINE_PREFIX}avatars"
+
+
+def document_key(document_id: str) -> str:
+    """String (JSON): an engine document record, content included."""
+    return f"{ENGINE_PREFIX}document:{document_id}"
+
+
+def document_users_key(document_id: str) -> str:
+    """Set: ids of the engine avatars whose documentIds include the document (``usedBy``)."""
+    return f"{ENGINE_PREFIX}document:{document_id}:usedby"
+
+
+def documents_index_key(sort: str) -> str:
+    """Sorted set (all scores 0) per sort field (createdAt | updatedAt): ``<ms, 15 digits>:<document id>``."""
+    return f"{ENGINE_PREFIX}documents:{sort}"
 
 
 class CatalogBusy(Exception):
@@ -50,13 +87,13 @@ class EngineCatalogStore:
 
     # --- avatars ---------------------------------------------------------------------------
     async def get_avatar(self, avatar_id: str) -> Record | None:
-        return (await self._records([keys.engine_avatar(avatar_id)]))[0]
+        return (await self._records([avatar_key(avatar_id)]))[0]
 
     async def get_avatars(self, avatar_ids: Sequence[str]) -> list[Record | None]:
-        return await self._records([keys.engine_avatar(i) for i in avatar_ids])
+        return await self._records([avatar_key(i) for i in avatar_ids])
 
     async def avatar_image(self, avatar_id: str) -> str | None:
-        return await self.r.get(keys.engine_avatar_image(avatar_id))
+        return await self.r.get(avatar_image_key(avatar_id))
 
     async def create_avatar(self, record: Record, image: str | None) -> None:
         """Store a new avatar and its links; ``UnknownDocuments`` (nothing written) if a link dangles."""
@@ -66,12 +103,12 @@ class EngineCatalogStore:
         async def body(p: Any) -> None:
             await self._watch_documents(p, doc_ids)
             p.multi()
-            p.set(keys.engine_avatar(avatar_id), json.dumps(record))
+            p.set(avatar_key(avatar_id), json.dumps(record))
             if image is not None:
-                p.set(keys.engine_avatar_image(avatar_id), image)
-            p.zadd(keys.engine_avatars_index(), {index_member(record["createdAt"], avatar_id): 0})
+                p.set(avatar_image_key(avatar_id), image)
+            p.zadd(avatars_index_key(), {index_member(record["createdAt"], avatar_id): 0})
             for doc_id in doc_ids:
-                p.sadd(keys.engine_document_users(doc_id), avatar_id)
+                p.sadd(document_users_key(doc_id), avatar_id)
             await p.execute()
 
         await self._optimistic(avatar_id, body)
@@ -84,7 +121,7 @@ class EngineCatalogStore:
 
         ``replace_image``: set (or, with ``image=None``, delete) the stored image. None: no such avatar.
         """
-        akey = keys.engine_avatar(avatar_id)
+        akey = avatar_key(avatar_id)
 
         async def body(p: Any) -> Record | None:
             old = await watch_json(p, akey)
@@ -98,30 +135,30 @@ class EngineCatalogStore:
             p.set(akey, json.dumps(new))
             if replace_image:
                 if image is None:
-                    p.delete(keys.engine_avatar_image(avatar_id))
+                    p.delete(avatar_image_key(avatar_id))
                 else:
-                    p.set(keys.engine_avatar_image(avatar_id), image)
+                    p.set(avatar_image_key(avatar_id), image)
             for doc_id in removed:
-                p.srem(keys.engine_document_users(doc_id), avatar_id)
+                p.srem(document_users_key(doc_id), avatar_id)
             for doc_id in added:
-                p.sadd(keys.engine_document_users(doc_id), avatar_id)
+                p.sadd(document_users_key(doc_id), avatar_id)
             await p.execute()
             return new
 
         return await self._optimistic(avatar_id, body)
 
     async def delete_avatar(self, avatar_id: str) -> bool:
-        akey = keys.engine_avatar(avatar_id)
+        akey = avatar_key(avatar_id)
 
         async def body(p: Any) -> bool:
             old = await watch_json(p, akey)
             if old is None:
                 return False
             p.multi()
-            p.delete(akey, keys.engine_avatar_image(avatar_id))
-            p.zrem(keys.engine_avatars_index(), index_member(old["createdAt"], avatar_id))
+            p.delete(akey, avatar_image_key(avatar_id))
+            p.zrem(avatars_index_key(), index_member(old["createdAt"], avatar_id))
             for doc_id in old["documentIds"]:
-                p.srem(keys.engine_document_users(doc_id), avatar_id)
+                p.srem(document_users_key(doc_id), avatar_id)
             await p.execute()
             return True
 
@@ -130,28 +167,28 @@ class EngineCatalogStore:
     async def list_avatars(
         self, *, limit: int, after: str | None, descending: bool
     ) -> tuple[list[Record], str | None]:
-        return await self._page(keys.engine_avatars_index(), self.get_avatars, limit, after, descending)
+        return await self._page(avatars_index_key(), self.get_avatars, limit, after, descending)
 
     # --- documents -------------------------------------------------------------------------
     async def get_document(self, document_id: str) -> Record | None:
-        return (await self._records([keys.engine_document(document_id)]))[0]
+        return (await self._records([document_key(document_id)]))[0]
 
     async def get_documents(self, document_ids: Sequence[str]) -> list[Record | None]:
-        return await self._records([keys.engine_document(i) for i in document_ids])
+        return await self._records([document_key(i) for i in document_ids])
 
     async def document_users(self, document_id: str) -> list[str]:
-        return sorted(await self.r.smembers(keys.engine_document_users(document_id)))
+        return sorted(await self.r.smembers(document_users_key(document_id)))
 
     async def create_document(self, record: Record) -> None:
         doc_id = record["id"]
         async with self.r.pipeline(transaction=True) as p:
-            p.set(keys.engine_document(doc_id), json.dumps(record))
-            p.zadd(keys.engine_documents_index("createdAt"), {index_member(record["createdAt"], doc_id): 0})
-            p.zadd(keys.engine_documents_index("updatedAt"), {index_member(record["updatedAt"], doc_id): 0})
+            p.set(document_key(doc_id), json.dumps(record))
+            p.zadd(documents_index_key("createdAt"), {index_member(record["createdAt"], doc_id): 0})
+            p.zadd(documents_index_key("updatedAt"), {index_member(record["updatedAt"], doc_id): 0})
             await p.execute()
 
     async def update_document(self, document_id: str, change: Callable[[Record], Record]) -> Record | None:
-        dkey = keys.engine_document(document_id)
+        dkey = document_key(document_id)
 
         async def body(p: Any) -> Record | None:
             old = await watch_json(p, dkey)
@@ -160,7 +197,7 @@ class EngineCatalogStore:
             new = change(dict(old))
             p.multi()
             p.set(dkey, json.dumps(new))
-            updated = keys.engine_documents_index("updatedAt")
+            updated = documents_index_key("updatedAt")
             p.zrem(updated, index_member(old["updatedAt"], document_id))
             p.zadd(updated, {index_member(new["updatedAt"], document_id): 0})
             await p.execute()
@@ -170,7 +207,7 @@ class EngineCatalogStore:
 
     async def delete_document(self, document_id: str) -> bool:
         """Remove the document and detach it from every avatar (their ``documentIds``) at once."""
-        dkey, ukey = keys.engine_document(document_id), keys.engine_document_users(document_id)
+        dkey, ukey = document_key(document_id), document_users_key(document_id)
 
         async def body(p: Any) -> bool:
             await p.watch(dkey, ukey)
@@ -179,7 +216,7 @@ class EngineCatalogStore:
                 return False
             old = json.loads(raw)
             users = sorted(await p.smembers(ukey))
-            avatar_keys = [keys.engine_avatar(a) for a in users]
+            avatar_keys = [avatar_key(a) for a in users]
             avatars: list[Any] = []
             if avatar_keys:
                 await p.watch(*avatar_keys)
@@ -192,8 +229,8 @@ class EngineCatalogStore:
                 avatar["documentIds"] = [d for d in avatar["documentIds"] if d != document_id]
                 p.set(akey, json.dumps(avatar))
             p.delete(dkey, ukey)
-            p.zrem(keys.engine_documents_index("createdAt"), index_member(old["createdAt"], document_id))
-            p.zrem(keys.engine_documents_index("updatedAt"), index_member(old["updatedAt"], document_id))
+            p.zrem(documents_index_key("createdAt"), index_member(old["createdAt"], document_id))
+            p.zrem(documents_index_key("updatedAt"), index_member(old["updatedAt"], document_id))
             await p.execute()
             return True
 
@@ -203,7 +240,7 @@ class EngineCatalogStore:
         self, *, sort: str, limit: int, after: str | None, descending: bool
     ) -> tuple[list[Record], str | None]:
         assert sort in DOCUMENT_SORTS
-        return await self._page(keys.engine_documents_index(sort), self.get_documents, limit, after, descending)
+        return await self._page(documents_index_key(sort), self.get_documents, limit, after, descending)
 
     # --- internals -------------------------------------------------------------------------
     async def _optimistic(self, record_id: str, body: Callable[[Any], Awaitable[T]]) -> T:
@@ -221,7 +258,7 @@ class EngineCatalogStore:
         """WATCH the documents (so a concurrent delete aborts us) and check they all exist."""
         if not doc_ids:
             return
-        doc_keys = [keys.engine_document(d) for d in doc_ids]
+        doc_keys = [document_key(d) for d in doc_ids]
         await p.watch(*doc_keys)
         exists = [bool(x) for x in await p.mget(doc_keys)]
         if not all(exists):

@@ -12,48 +12,29 @@
     PATCH  /v1/documents/{id}         204
     DELETE /v1/documents/{id}         204 (detached from every avatar)
 
-Same auth, version header and error shape as the realtime-session routes (``engine.api``);
+Same auth, version header and error shape as the realtime-session routes (``engine.http.sessions``);
 every route honours injected faults (ops ``avatar_create`` … ``document_list``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 from aiohttp import web
 
 from avatar_server.engine.catalog import EngineCatalog
 from avatar_server.engine.catalog_bodies import parse_list_query
+from avatar_server.engine.http.bodies import json_body
+from avatar_server.engine.http.faults import guarded
 from avatar_server.store.lex_index import is_index_member
 
 ENGINE_CATALOG = web.AppKey("engine_catalog", EngineCatalog)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-FaultRunner = Callable[[web.Request, str, Callable[[], Awaitable[web.StreamResponse]]], Awaitable[web.StreamResponse]]
 
-
-def add_catalog_routes(
-    app: web.Application,
-    catalog: EngineCatalog,
-    *,
-    authorize: Callable[[web.Request], None],
-    read_json: Callable[[web.Request], Awaitable[Any]],
-    with_faults: FaultRunner,
-    count: Callable[[web.Request, str], None],
-) -> None:
+def add_catalog_routes(app: web.Application, catalog: EngineCatalog) -> None:
     app[ENGINE_CATALOG] = catalog
-
-    def route(op: str, perform: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Handler:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            count(request, op)
-            authorize(request)
-            return await with_faults(request, op, lambda: perform(request))
-
-        return handler
+    route = guarded
 
     async def create_avatar(request: web.Request) -> web.StreamResponse:
-        return web.json_response(await catalog.create_avatar(await read_json(request)))
+        return web.json_response(await catalog.create_avatar(await json_body(request)))
 
     async def list_avatars(request: web.Request) -> web.StreamResponse:
         query = parse_list_query(request.query, documents=False, member_ok=is_index_member)
@@ -63,7 +44,7 @@ def add_catalog_routes(
         return web.json_response(await catalog.get_avatar(request.match_info["id"]))
 
     async def update_avatar(request: web.Request) -> web.StreamResponse:
-        body = await read_json(request)
+        body = await json_body(request)
         return web.json_response(await catalog.update_avatar(request.match_info["id"], body))
 
     async def delete_avatar(request: web.Request) -> web.StreamResponse:
@@ -71,7 +52,7 @@ def add_catalog_routes(
         return web.Response(status=204)
 
     async def create_document(request: web.Request) -> web.StreamResponse:
-        return web.json_response(await catalog.create_document(await read_json(request)))
+        return web.json_response(await catalog.create_document(await json_body(request)))
 
     async def list_documents(request: web.Request) -> web.StreamResponse:
         query = parse_list_query(request.query, documents=True, member_ok=is_index_member)
@@ -81,7 +62,7 @@ def add_catalog_routes(
         return web.json_response(await catalog.get_document(request.match_info["id"]))
 
     async def update_document(request: web.Request) -> web.StreamResponse:
-        body = await read_json(request)
+        body = await json_body(request)
         await catalog.update_document(request.match_info["id"], body)
         return web.Response(status=204)
 
