@@ -68,7 +68,7 @@ def voice_for(preset: str | None) -> Voice:
 
 
 def voice_of_avatar(avatar: dict) -> Voice:
-    mapped = avatar.get("espeakVoice")  # a custom voice the engine described (engine.voices_api)
+    mapped = avatar.get("espeakVoice")  # a custom voice the engine described (engine.voices)
     if isinstance(mapped, Voice):
         return mapped
     voice = avatar.get("voice")
