@@ -7,7 +7,6 @@ prints it and exits 1. Nothing is read from the environment anywhere else.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import secrets
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .engine.config import EngineConfigError, parse_ice_servers
 from .errors import ConfigError
 
 DEFAULT_RUNWAY_BASE_URL = "https://api.dev.runwayml.com"
@@ -86,17 +86,13 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network 
     return tuple(out)
 
 
-def parse_ice_servers(text: str) -> list[dict[str, Any]]:
-    """``AVATAR_ENGINE_ICE_SERVERS``: a JSON list of RTCIceServer objects (used by the engine's peer
-    and handed to browsers with ``webrtc`` credentials)."""
+def _ice_servers(text: str) -> list[dict[str, Any]]:
+    """``AVATAR_ENGINE_ICE_SERVERS`` is the engine's setting (its peer uses it); the server hands the
+    same list to browsers with ``webrtc`` credentials, read by the engine's own parser."""
     try:
-        servers = json.loads(text)
-    except json.JSONDecodeError:
-        servers = None
-    if not isinstance(servers, list) or not all(isinstance(x, dict) and "urls" in x for x in servers):
-        raise ConfigError('AVATAR_ENGINE_ICE_SERVERS must be a JSON list like [{"urls": "stun:host:3478"}]')
-    return servers
-
+        return parse_ice_servers(text)
+    except EngineConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,7 +198,7 @@ class Settings:
             trusted_proxies=_networks(env, "AVATAR_SERVER_TRUSTED_PROXIES"),
             idle_timeout=_float(env, "AVATAR_SERVER_IDLE_TIMEOUT_SECONDS", 15.0, 1.0, 3600.0),
             body_timeout=_float(env, "AVATAR_SERVER_BODY_TIMEOUT_SECONDS", 30.0, 1.0, 600.0),
-            ice_servers=tuple(parse_ice_servers(env["AVATAR_ENGINE_ICE_SERVERS"]))
+            ice_servers=tuple(_ice_servers(env["AVATAR_ENGINE_ICE_SERVERS"]))
             if env.get("AVATAR_ENGINE_ICE_SERVERS") else (),
             demo=_bool(env, "AVATAR_SERVER_DEMO", default=secret is None),
             upstream_concurrency=_int(env, "AVATAR_SERVER_UPSTREAM_CONCURRENCY", 0, 0, 100_000),
