@@ -1,4 +1,11 @@
-"""The upstream: Runway's Characters API (or the local engine). The only package importing httpx."""
+"""The upstream: Runway's Characters API (or the local engine). The only package importing httpx.
+
+``UpstreamClient`` (``client``) is the one object callers use, made of ``transport`` (the httpx
+client, the request budget's gate, retries and the non-idempotent rules), ``sessions`` (realtime
+sessions, their conversations, usage) and ``catalog`` (avatars, documents, voices); ``failures``
+translates answers into ``avatar_server.errors``, ``retry`` is the pure retry policy, ``budget`` the
+requests-per-second gate, ``wire`` Runway's session shapes.
+"""
 
 from __future__ import annotations
 
