@@ -33,12 +33,12 @@ from .api import (
     voices,
     webhooks,
 )
+from .catalog.service import CatalogService, end_avatar_sessions
 from .conversations import ConversationService, UsageService
 from .demo import ensure_demo_site
 from .engine import create_engine_app
 from .engine.config import EngineConfig
 from .engine.store import EngineCatalogStore
-from .knowledge.service import KnowledgeService, end_avatar_sessions
 from .logs import install_redaction, register_secret
 from .metrics import Metrics, MetricsObserver, Sources
 from .sessions.admission import Admission
@@ -49,11 +49,11 @@ from .sessions.timers import TimerLoop
 from .settings import Settings, load_or_create_admin_token
 from .signalling.broker import SignalBroker
 from .store.budget import BudgetStore
+from .store.catalog import CatalogLock, CatalogStore
 from .store.connection import open_redis, pool_in_use
 from .store.conversations import ConversationStore
 from .store.demo import DemoSiteRef
 from .store.events import EventBus
-from .store.knowledge import KnowledgeLock, KnowledgeStore
 from .store.metrics import DeploymentFigures
 from .store.outbox import OutboxStore
 from .store.ratelimit import RateLimiter
@@ -106,7 +106,7 @@ def create_app(settings: Settings, *, engine_config: EngineConfig | None = None)
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_bus_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
-    app.cleanup_ctx.append(_knowledge_ctx)
+    app.cleanup_ctx.append(_catalog_ctx)
     app.cleanup_ctx.append(_operations_ctx)
     app.cleanup_ctx.append(_conversations_ctx)
     app.cleanup_ctx.append(_tools_ctx)
@@ -230,20 +230,20 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     await load.close()
 
 
-async def _knowledge_ctx(app: web.Application) -> AsyncIterator[None]:
+async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:
     """Avatars and documents (forwarded upstream; links and token budget in Redis). Sessions of a
     custom avatar are refused before they are created unless the avatar is READY."""
     sessions = app[K.SESSIONS]
     redis = app[K.REDIS].client
-    service = KnowledgeService(
-        store=KnowledgeStore(redis),
-        lock=KnowledgeLock(redis),
+    service = CatalogService(
+        store=CatalogStore(redis),
+        lock=CatalogLock(redis),
         upstream=app[K.UPSTREAM],
         end_sessions=lambda avatar_id: end_avatar_sessions(sessions, avatar_id),
     )
-    app[K.KNOWLEDGE] = service
+    app[K.CATALOG] = service
     app[K.ADMISSION] = Admission(sessions=sessions, sites=app[K.SITES], load=app[K.LOAD],
-                                 avatar_check=service.check_session_avatar)
+                                 avatar_check=service.avatars.check_session_avatar)
     yield
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .catalog.service import CatalogService
 from .conversations import ConversationService, UsageService
-from .knowledge.service import KnowledgeService
 from .metrics import Metrics
 from .sessions.admission import Admission
 from .sessions.load import LoadMonitor
@@ -35,7 +35,7 @@ SOCKETS = web.AppKey("sockets", set)
 SITES = web.AppKey("sites", SiteStore)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 DEMO = web.AppKey("demo", DemoSiteRef)
-KNOWLEDGE = web.AppKey("knowledge", KnowledgeService)
+CATALOG = web.AppKey("catalog", CatalogService)
 ADMISSION = web.AppKey("admission", Admission)
 LOAD = web.AppKey("load", LoadMonitor)
 BUDGET = web.AppKey("budget", RequestBudget)

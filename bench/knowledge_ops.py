@@ -29,7 +29,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from avatar_server.knowledge.tokens import count_tokens  # noqa: E402
+from avatar_server.catalog.tokens import count_tokens  # noqa: E402
 from avatar_server.store.embedded import free_port  # noqa: E402
 
 ADMIN = "adm_bench_" + "k" * 24

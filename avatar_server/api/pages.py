@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..appkeys import DEMO, KNOWLEDGE, SETTINGS, SITES
+from ..appkeys import CATALOG, DEMO, SETTINGS, SITES
 from ..demo import demo_site, preset_name
 from ..errors import NotFound
 from ..models.avatars import SESSION_PRESETS
@@ -124,8 +124,7 @@ async def demo_config(request: web.Request) -> web.Response:
                        code="demo_site_missing")
     # custom avatars an admin added to the demo site are shown by their names (from the cache)
     custom = [a for a in site.avatarIds if a not in SESSION_PRESETS]
-    cached = await request.app[KNOWLEDGE].store.avatars(custom)
-    names = {a: rec["name"] for a, rec in zip(custom, cached, strict=True) if rec and rec.get("name")}
+    names = await request.app[CATALOG].avatars.names(custom)
     return web.json_response(
         {
             "publishableKey": site.publishableKey,

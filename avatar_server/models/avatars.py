@@ -2,7 +2,7 @@
 the voice presets and the realtime session presets. No I/O here.
 
 ``referenceImage`` is only length-checked by the models; the full check (scheme, host,
-resolved addresses, data URI content) is ``knowledge.images.validate_reference_image``,
+resolved addresses, data URI content) is ``catalog.images.validate_reference_image``,
 which the route awaits before any upstream call.
 
 Avatar status (Runway's): ``PROCESSING ──► READY`` or ``PROCESSING ──► FAILED``; an

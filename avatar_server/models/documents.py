@@ -1,5 +1,5 @@
 """Knowledge document models: request bodies with Runway's limits and the objects we
-answer with. ``tokens`` is the server's own count (``knowledge.tokens.count_tokens``),
+answer with. ``tokens`` is the server's own count (``catalog.tokens.count_tokens``),
 taken when the content is written. No I/O here."""
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 In order, each refusal leaving nothing behind:
 
 1. the instance is not overloaded (``LoadMonitor``), else 503 ``server_busy``;
-2. the avatar: a known preset, or a custom avatar that is READY (the knowledge service's
-   check); for a site, one of its ``avatarIds``;
+2. the avatar: a known preset, or a custom avatar that is READY (the catalog's
+   ``check_session_avatar``); for a site, one of its ``avatarIds``;
 3. the site's ``maxConcurrentSessions`` (one Lua script, ``SiteStore.admit``);
 4. the waiting room (``WaitingRoom.enter``): a free upstream slot, a place in line, or —
    the room being full — 503 ``server_busy`` with ``Retry-After``.

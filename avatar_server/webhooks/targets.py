@@ -1,4 +1,4 @@
-"""Where a site's webhooks may go: the reference-image URL rules (``knowledge.images``) — an
+"""Where a site's webhooks may go: the reference-image URL rules (``catalog.images``) — an
 ``https://`` URL naming a public host by its domain name, no IP literal, no ``localhost`` or other
 special-use name, resolving only to public addresses — unless ``AVATAR_SERVER_ALLOW_PRIVATE_TARGETS``
 is on (development and tests): then ``http://`` and loopback or private hosts are allowed too.
@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from ..catalog.images import URL_MAX, check_https_url, is_public_address
 from ..errors import ValidationFailed
-from ..knowledge.images import URL_MAX, check_https_url, is_public_address
 
 FIELD = "webhookUrl"
 RESOLVE_TIMEOUT = 3.0

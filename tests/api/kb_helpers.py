@@ -10,7 +10,7 @@ import time
 import zlib
 from typing import Any
 
-from avatar_server.knowledge.tokens import count_tokens
+from avatar_server.catalog.tokens import count_tokens
 
 from ..catalog_helpers import VERSION
 from ..harness import EngineHarness, ServerHarness

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from avatar_server.knowledge.tokens import count_tokens
+from avatar_server.catalog.tokens import count_tokens
 
 from ..harness import ServerHarness
 from .kb_helpers import Upstream, make_avatar, make_document, upstream_of

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from avatar_server.catalog.tokens import count_tokens
 from avatar_server.errors import Conflict
-from avatar_server.knowledge.tokens import count_tokens
 from avatar_server.models.documents import KNOWLEDGE_TOKEN_LIMIT
 from avatar_server.store import keys
+from avatar_server.store.catalog import CatalogLock
 from avatar_server.store.connection import client_from_url
-from avatar_server.store.knowledge import KnowledgeLock
 
 from ..harness import ServerHarness
 from .kb_helpers import Upstream, avatar_body, content_with_tokens, make_avatar, make_document
@@ -198,7 +198,7 @@ async def test_knowledge_lock_waits_expires_and_reports_busy(redis_url: str) -> 
     waits too long gets 409 knowledge_busy (with Retry-After) instead of hanging."""
     r = client_from_url(redis_url)
     try:
-        lock = KnowledgeLock(r, ttl=0.6, wait=5)
+        lock = CatalogLock(r, ttl=0.6, wait=5)
         order: list[str] = []
 
         async def holder(name: str) -> None:
@@ -215,7 +215,7 @@ async def test_knowledge_lock_waits_expires_and_reports_busy(redis_url: str) -> 
         async with lock.hold():  # waits for the dead claim to expire
             assert await r.get(keys.kb_lock()) != "a holder that died"
 
-        impatient = KnowledgeLock(r, ttl=5, wait=0.2)
+        impatient = CatalogLock(r, ttl=5, wait=0.2)
         async with lock.hold():
             with pytest.raises(Conflict) as caught:
                 async with impatient.hold():

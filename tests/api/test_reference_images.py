@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from avatar_server.appkeys import KNOWLEDGE
+from avatar_server.appkeys import CATALOG
 from avatar_server.store.embedded import free_port
 
 from ..harness import ServerHarness
@@ -88,7 +88,7 @@ DNS = {
 @pytest.mark.parametrize(("value", "code"), [(v, c) for _, v, c in CASES], ids=[n for n, _, _ in CASES])
 async def test_unsafe_images_are_refused(server: ServerHarness, canary: Canary, value: str, code: str) -> None:
     assert server.app is not None
-    server.app[KNOWLEDGE].resolver = fake_dns(DNS)
+    server.app[CATALOG].avatars.resolver = fake_dns(DNS)
     value = value.format(canary=f"127.0.0.1:{canary.port}", port=canary.port)
     status, body = await server.admin("POST", "/v1/avatars", avatar_body(referenceImage=value))
     assert status == 422, body
@@ -138,7 +138,7 @@ async def test_large_real_png_is_accepted_end_to_end(server: ServerHarness) -> N
 
 async def test_public_https_url_is_passed_on_unfetched(server: ServerHarness, canary: Canary) -> None:
     assert server.app is not None
-    server.app[KNOWLEDGE].resolver = fake_dns(DNS)
+    server.app[CATALOG].avatars.resolver = fake_dns(DNS)
     url = "https://images.public-cdn.net/faces/ada.png"
     status, avatar = await server.admin("POST", "/v1/avatars", avatar_body(referenceImage=url))
     assert status == 201, avatar

@@ -12,14 +12,14 @@ import av
 import numpy as np
 import pytest
 
-from avatar_server.errors import ValidationFailed
-from avatar_server.knowledge import images as images_module
-from avatar_server.knowledge.images import (
+from avatar_server.catalog import images as images_module
+from avatar_server.catalog.images import (
     DATA_URI_MAX,
     is_public_address,
     sniff_image,
     validate_reference_image,
 )
+from avatar_server.errors import ValidationFailed
 
 
 def _encode(codec: str, pix_fmt: str) -> bytes:

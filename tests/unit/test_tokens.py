@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from avatar_server.knowledge.tokens import ENCODING, count_tokens
+from avatar_server.catalog.tokens import ENCODING, count_tokens
 from avatar_server.models.documents import DOCUMENT_CONTENT_MAX
 
 ENGLISH = """\
@@ -364,7 +364,7 @@ def test_nothing_is_downloaded(tmp_path: Path) -> None:
         "import socket\n"
         "def refuse(*a, **k): raise OSError('network used')\n"
         "socket.socket.connect = refuse; socket.create_connection = refuse; socket.getaddrinfo = refuse\n"
-        "from avatar_server.knowledge.tokens import count_tokens\n"
+        "from avatar_server.catalog.tokens import count_tokens\n"
         "print(count_tokens('Hello, world! ' * 10))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}

@@ -1,4 +1,5 @@
-"""What the server keeps in Redis about avatars and knowledge documents (which live upstream).
+"""The catalog's Redis layer: what the server keeps about avatars and knowledge documents (which
+live upstream; ``catalog.sync`` keeps the two in step).
 
     kb:avatar:<id>              hash: json (last upstream avatar object seen), name, imageUrl, status, member
     kb:avatar:<id>:documents    set of linked document ids
@@ -6,7 +7,7 @@
     kb:document:<id>            hash: tokens, name, type, createdAt, updatedAt, member
     kb:document:<id>:avatars    set of avatar ids using it (``usedBy``)
     kb:documents                sorted set, like kb:avatars
-    kb:lock                     the knowledge lock (see ``KnowledgeLock``)
+    kb:lock                     the catalog lock (see ``CatalogLock``)
 
 Links and token counts change only through the Lua scripts below, each of which checks
 the 50,000-token budget and applies the change in one step: a link, a new ``documentIds``
@@ -163,7 +164,7 @@ def _pairs(fields: Mapping[str, Any]) -> list[str]:
     return out
 
 
-class KnowledgeStore:
+class CatalogStore:
     def __init__(self, redis: Redis) -> None:
         self.r = redis
         self._put = redis.register_script(_PUT)
@@ -317,7 +318,7 @@ def _document(document_id: str, raw: Mapping[str, str]) -> dict[str, Any]:
             "updatedAt": raw.get("updatedAt")}
 
 
-class KnowledgeLock:
+class CatalogLock:
     """One lock for every change of links or token counts, across instances.
 
     ``hold()`` takes it (``SET NX PX`` with a random token), keeps it alive while held
@@ -343,7 +344,7 @@ class KnowledgeLock:
                 raise Conflict("knowledge is being changed by another request; try again",
                                code="knowledge_busy", headers={"Retry-After": "1"})
             await asyncio.sleep(random.uniform(0.005, 0.02))
-        keeper = asyncio.create_task(self._keep(key, token, ttl_ms), name="knowledge-lock-renew")
+        keeper = asyncio.create_task(self._keep(key, token, ttl_ms), name="catalog-lock-renew")
         try:
             yield
         finally:

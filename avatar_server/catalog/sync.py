@@ -1,9 +1,23 @@
-"""Our Redis records of avatars and documents, kept in step with the upstream.
+"""The upstream ↔ Redis sync of the catalog: the one place that writes our records of avatars
+and documents (``store.catalog``) in step with the upstream, where both live.
 
-``relink`` is the three steps of every change of links (reserve in Redis with the budget
-checked, PATCH upstream, reconcile on failure: see ``knowledge.service``); the ``known_*``
-methods find a record, adopting what the upstream made without us (Runway mode). Callers hold
-the knowledge lock where a method says "under the lock".
+Every change of links or token counts runs under the catalog lock and in three steps
+(``relink`` for links; ``documents.DocumentService.update`` for a document's content):
+
+1. **reserve** — one Lua script checks the 50,000-token budget and applies the change in
+   Redis (or refuses it with 422 ``knowledge_budget_exceeded``: nothing changes);
+2. **upstream** — the same change is sent upstream;
+3. **reconcile on failure** — if the upstream call fails, Redis is set to what the upstream
+   now holds (read back with a GET: an ambiguous failure may have been applied), or, when
+   even that read fails, back to what it was before (``reconcile_links``, ``reconcile_tokens``).
+
+The lock serialises these changes across instances, so upstream PATCHes of one avatar's
+``documentIds`` (which replace the whole list) never cross, and a rollback never undoes
+someone else's change. The budget check itself is atomic in Redis, so even a lock lost to
+its TTL could not let two links jointly pass the limit.
+
+The ``known_*`` methods find a record, adopting what the upstream made without us (Runway
+mode: the dashboard or the SDK). Callers hold the lock where a method says "under the lock".
 """
 
 from __future__ import annotations
@@ -17,12 +31,12 @@ from typing import Any
 
 from ..errors import Conflict, NotFound, UpstreamStatusError, ValidationFailed
 from ..runway import iso_ms_now
-from ..store.knowledge import KnowledgeLock, KnowledgeStore
+from ..store.catalog import CatalogLock, CatalogStore
 from ..upstream import UpstreamClient
 from .tokens import count_tokens
 from .views import avatar_view, budget_error, image_url
 
-log = logging.getLogger("avatar_server.knowledge")
+log = logging.getLogger("avatar_server.catalog")
 
 
 async def upstream_call(call: Awaitable[Any], kind: str, item_id: str) -> Any:
@@ -61,9 +75,11 @@ async def undo_create_on_error(delete: Callable[[str], Awaitable[bool]], item_id
         raise
 
 
-class KnowledgeRecords:
+class CatalogSync:
+    """Our Redis records of avatars and documents, written in step with the upstream."""
+
     def __init__(
-        self, *, store: KnowledgeStore, lock: KnowledgeLock, upstream: UpstreamClient, limit: int
+        self, *, store: CatalogStore, lock: CatalogLock, upstream: UpstreamClient, limit: int
     ) -> None:
         self.store = store
         self.lock = lock

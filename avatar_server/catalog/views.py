@@ -10,7 +10,7 @@ import pydantic
 
 from ..errors import UpstreamError, ValidationFailed
 from ..models.avatars import Avatar
-from ..models.documents import Document
+from ..models.documents import Document, DocumentSummary
 
 
 def budget_error(*, avatar_id: str | None, current: int, document_tokens: int, limit: int, field: str,
@@ -49,9 +49,8 @@ def image_url(avatar: dict[str, Any]) -> str | None:
     return None
 
 
-
-
 def avatar_view(raw: dict[str, Any]) -> dict[str, Any]:
+    """An upstream avatar object as we answer it (``Avatar``)."""
     try:
         return Avatar.model_validate(raw).model_dump(mode="json")
     except pydantic.ValidationError:
@@ -59,6 +58,7 @@ def avatar_view(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def document_view(up: dict[str, Any], tokens: int, users: list[dict[str, Any]]) -> dict[str, Any]:
+    """An upstream document object with our token count and ``usedBy`` (``Document``)."""
     try:
         doc = Document.model_validate({**up, "type": up.get("type") or "text", "tokens": tokens,
                                        "usedBy": users})
@@ -66,3 +66,8 @@ def document_view(up: dict[str, Any], tokens: int, users: list[dict[str, Any]]) 
         raise UpstreamError("the upstream answered a document we cannot read",
                             code="upstream_malformed") from None
     return doc.model_dump(mode="json")
+
+
+def document_summary_view(record: dict[str, Any], users: list[dict[str, Any]]) -> dict[str, Any]:
+    """Our record of a document, with its ``usedBy``, as a list page shows it (``DocumentSummary``)."""
+    return DocumentSummary.model_validate({**record, "usedBy": users}).model_dump(mode="json")

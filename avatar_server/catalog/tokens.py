@@ -11,7 +11,7 @@ Special-token text (``<|endoftext|>``) in a document is counted as ordinary text
 
 The count is the server's *estimate* of the upstream's: the budget is checked against it before
 anything is sent, and the upstream's own verdict stands last — a change the upstream refuses for
-its knowledge limit becomes the same 422 ``knowledge_budget_exceeded`` (``knowledge.records``).
+its knowledge limit becomes the same 422 ``knowledge_budget_exceeded`` (``catalog.sync``).
 The vocabulary (~1.7 MB compressed) is loaded once per process, at the first count (~0.7 s).
 """
 
