@@ -8,8 +8,10 @@ pointed at an ``EngineHarness`` running the engine alone). Nothing is faked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -70,7 +72,7 @@ class EngineHarness(Http):
     """The engine alone on its own port (``avatar-server engine``), as a Runway stand-in."""
 
     def __init__(self, config: EngineConfig | None = None, *, key: str = ENGINE_KEY,
-                 redis_url: str | None = None) -> None:
+                 redis_url: str | None = None, public_url: str | None = None) -> None:
         self.port = free_port()
         super().__init__(f"http://127.0.0.1:{self.port}")
         self.key = key
@@ -78,8 +80,10 @@ class EngineHarness(Http):
         self.redis = client_from_url(redis_url) if redis_url else None
         store = (lambda: EngineCatalogStore(self.redis)) if self.redis is not None else None
         self.app = create_engine_app(config or fast_engine_config(), api_keys=lambda: (key,),
-                                     public_url=self.base, catalog_store=store)
+                                     public_url=public_url or self.base, catalog_store=store)
         self.runner = web.AppRunner(self.app)
+        # public_url: where its consume says the media is (a LiveKit-style ``wss://`` URL stands in
+        # for Runway's LiveKit answers); by default its own address
 
     async def start(self) -> EngineHarness:
         await self.runner.setup()
@@ -195,3 +199,21 @@ async def assert_no_leaks(server: ServerHarness, engine: Http | None, control: A
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"upstream sessions left running without a live server session: {leaked}")
+
+
+@contextlib.asynccontextmanager
+async def runway_mode(tmp: Path, redis_url: str, *, public_url: str | None = None,
+                      ) -> AsyncIterator[tuple[ServerHarness, EngineHarness]]:
+    """The server in Runway mode (``RUNWAYML_API_SECRET`` + ``RUNWAYML_BASE_URL``) against an engine
+    started alone for it; on the way out (after a passing test) no upstream session may be left."""
+    engine = await EngineHarness(fast_engine_config(), public_url=public_url).start()
+    try:
+        h = await ServerHarness(make_settings(tmp, redis_url, runway_secret=ENGINE_KEY,
+                                              runway_base_url=engine.base)).start()
+        try:
+            yield h, engine
+            await assert_no_leaks(h, engine, engine.control)
+        finally:
+            await h.stop_all()
+    finally:
+        await engine.stop()

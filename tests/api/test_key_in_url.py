@@ -16,17 +16,14 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from aiohttp import web
-
-from avatar_server.engine import create_engine_app
 
 from ..harness import (
-    ENGINE_KEY,
     EngineHarness,
     ServerHarness,
     assert_no_leaks,
     fast_engine_config,
     make_settings,
+    runway_mode,
 )
 from .test_access_matrix import SIGNAL, _body, _fill, _routes
 
@@ -277,19 +274,8 @@ async def test_runway_mode_never_hands_webrtc_credentials_to_a_livekit_caller(
 @pytest.fixture
 async def livekit_server(redis_url: str, data_dir: Path) -> AsyncIterator[ServerHarness]:
     """Runway mode against an engine whose consume answers a LiveKit ``wss://`` URL, as Runway does."""
-    engine = EngineHarness(fast_engine_config())
-    engine.app = create_engine_app(fast_engine_config(), api_keys=lambda: (engine.key,), public_url=LIVEKIT_URL)
-    engine.runner = web.AppRunner(engine.app)
-    await engine.start()
-    h = await ServerHarness(make_settings(data_dir, redis_url, runway_secret=ENGINE_KEY,
-                                          runway_base_url=engine.base)).start()
-    try:
+    async with runway_mode(data_dir, redis_url, public_url=LIVEKIT_URL) as (h, _):
         yield h
-        await assert_no_leaks(h, engine, engine.control)
-    finally:
-        await h.stop_all()
-        await engine.stop()
-
 
 async def test_runway_mode_answers_the_sdk_with_livekit_credentials(
         livekit_server: ServerHarness, caplog: pytest.LogCaptureFixture) -> None:

@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from avatar_server.engine import create_engine_app
 from tests.e2e.browser_helpers import (
     AUDIO_PROBE,
     RECORD_EVENTS,
@@ -28,12 +26,11 @@ from tests.e2e.browser_helpers import (
 )
 from tests.e2e.rtc_helpers import use_loopback_candidates
 from tests.harness import (
-    ENGINE_KEY,
-    EngineHarness,
     ServerHarness,
     assert_no_leaks,
     fast_engine_config,
     make_settings,
+    runway_mode,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -237,19 +234,8 @@ LIVEKIT_URL = "wss://livekit.test.invalid"
 async def livekit_server(redis_url: str, data_dir: Path) -> AsyncIterator[ServerHarness]:
     """The server in Runway mode against an engine whose consume answers a LiveKit-style
     ``wss://`` URL, as Runway does: the widget must use the ``livekit`` transport."""
-    engine = EngineHarness(fast_engine_config())
-    engine.app = create_engine_app(fast_engine_config(), api_keys=lambda: (engine.key,), public_url=LIVEKIT_URL)
-    engine.runner = web.AppRunner(engine.app)
-    await engine.start()
-    settings = make_settings(data_dir, redis_url, runway_secret=ENGINE_KEY, runway_base_url=engine.base)
-    h = await ServerHarness(settings).start()
-    try:
+    async with runway_mode(data_dir, redis_url, public_url=LIVEKIT_URL) as (h, _):
         yield h
-        await assert_no_leaks(h, engine, engine.control)
-    finally:
-        await h.stop_all()
-        await engine.stop()
-
 
 async def _embed_on(server: ServerHarness, site: EmbedPage) -> None:
     """A site for ``site``'s origin, and ``site`` serving a widget with its key."""

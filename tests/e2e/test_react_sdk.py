@@ -32,17 +32,12 @@ from urllib.parse import parse_qs, quote
 import pytest
 from aiohttp import web
 
-from avatar_server.engine import create_engine_app
 from avatar_server.store.embedded import free_port
 from tests.e2e.browser_helpers import EmbedPage, chromium
 from tests.e2e.npm_helpers import REACT_SDK, REACT_SDK_BUNDLE, VENDOR, VENDOR_BUNDLE, ensure_bundle
 from tests.harness import (
-    ENGINE_KEY,
-    EngineHarness,
     ServerHarness,
-    assert_no_leaks,
-    fast_engine_config,
-    make_settings,
+    runway_mode,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -92,19 +87,8 @@ async def livekit() -> AsyncIterator[FakeLiveKit]:
 async def runway_sdk_server(redis_url: str, data_dir: Path, livekit: FakeLiveKit) -> AsyncIterator[ServerHarness]:
     """avatar_server in Runway mode against an engine whose consume answers a LiveKit-style
     ``ws://`` URL (the stand-in above), as Runway's answers ``wss://…livekit.cloud``."""
-    engine = EngineHarness(fast_engine_config())
-    engine.app = create_engine_app(fast_engine_config(), api_keys=lambda: (engine.key,), public_url=livekit.ws_base)
-    engine.runner = web.AppRunner(engine.app)
-    await engine.start()
-    settings = make_settings(data_dir, redis_url, runway_secret=ENGINE_KEY, runway_base_url=engine.base)
-    h = await ServerHarness(settings).start()
-    try:
+    async with runway_mode(data_dir, redis_url, public_url=livekit.ws_base) as (h, _):
         yield h
-        await assert_no_leaks(h, engine, engine.control)
-    finally:
-        await h.stop_all()
-        await engine.stop()
-
 
 def sdk_page_html(connect_url: str) -> str:
     config = json.dumps({"avatarId": AVATAR, "connectUrl": connect_url})
