@@ -2,9 +2,10 @@
 
 Each request sent upstream is one member of a sorted set scored by Redis's own clock, so
 instances with skewed clocks still share one window. The window is 1.2 s long, not 1 s: the
-upstream counts arrivals, and a request may leave up to a few hundred milliseconds after it
-took its token (a busy event loop, the connection pool), so a budget of N per 1.2 s is what
-keeps every second *as the upstream sees it* at N or fewer. A class of request may take tokens
+upstream counts arrivals, and a request leaves a little after it took its token. A request
+that waited for a connection longer than ``upstream.transport.TOKEN_FRESH`` (0.15 s) takes a
+fresh token before it leaves, so a budget of N per 1.2 s keeps every second *as the upstream
+sees it* at N or fewer, with 50 ms to spare for a busy event loop. A class of request may take tokens
 only while the window holds fewer than ``limit - reserve`` members: status reads keep
 clear of the last fifth of the budget, creates of the last tenth, consumes of the last
 twentieth, and cancels may take every token — cancels before consumes before creates

@@ -452,6 +452,36 @@ async def test_against_a_real_aiohttp_server(aiohttp_server: Any) -> None:
     )
 
 
+async def test_a_token_that_went_stale_waiting_for_a_connection_is_replaced(aiohttp_server: Any) -> None:
+    """One connection, an upstream that takes 0.3 s: the second and third requests wait for the
+    connection longer than a token stays fresh, so each takes a new token before it leaves (else
+    they would all leave late, together, and a second could hold more than the budget)."""
+    arrivals: list[float] = []
+
+    async def get_session(request: web.Request) -> web.Response:
+        arrivals.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(0.3)
+        return web.json_response({"id": request.match_info["id"], "status": "NOT_READY", "queued": False})
+
+    app = web.Application()
+    app.router.add_get("/v1/realtime_sessions/{id}", get_session)
+    server = await aiohttp_server(app)
+    tokens: list[float] = []
+
+    async def gate(op: str) -> None:
+        tokens.append(asyncio.get_running_loop().time())
+
+    client = UpstreamClient(base_url=str(server.make_url("")), api_secret=SECRET, gate=gate, max_connections=1)
+    try:
+        answers = await asyncio.gather(*(client.get_session(SID) for _ in range(3)))
+    finally:
+        await client.close()
+    assert [a.status for a in answers] == [RealtimeStatus.NOT_READY] * 3
+    assert client.stale_tokens == 2 and len(tokens) == 5
+    # the replacement tokens were taken once the connection was free, after the first answer
+    assert len(arrivals) == 3 and sorted(tokens)[3] > arrivals[0]
+
+
 async def test_real_connection_refused_is_retried_for_create() -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
