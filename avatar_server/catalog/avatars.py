@@ -15,7 +15,7 @@ from ..models.avatars import DOCUMENT_IDS_MAX, AvatarCreate, AvatarPatch
 from ..runway import AvatarStatus
 from .images import Resolver, validate_reference_image
 from .sync import CatalogSync, undo_create_on_error, upstream_call
-from .views import avatar_view, budget_error, image_url
+from .views import avatar_view, budget_error, image_url, page_view
 
 SessionsEnder = Callable[[str], Awaitable[int]]
 
@@ -88,7 +88,7 @@ class AvatarService:
 
         rows = await asyncio.gather(*(fresh(i, raw) for i, raw in zip(ids, cached, strict=True)))
         data = [avatar_view(r) for r in rows if r is not None]
-        return {"data": data, "hasMore": next_cursor is not None, "nextCursor": next_cursor}
+        return page_view(data, next_cursor)
 
     async def update(self, avatar_id: str, patch: AvatarPatch) -> dict[str, Any]:
         changes = patch.changes()

@@ -14,7 +14,7 @@ from ..models.documents import DocumentCreate, DocumentPatch
 from ..runway import iso_ms_now
 from .sync import CatalogSync, budget_refusal, undo_create_on_error, upstream_call
 from .tokens import count_tokens
-from .views import budget_error, document_summary_view, document_view, image_url
+from .views import budget_error, document_summary_view, document_view, image_url, page_view
 
 
 class DocumentService:
@@ -51,7 +51,7 @@ class DocumentService:
         recs = [r for r in await self.store.documents(ids) if r is not None]
         users = await self.store.users(r["id"] for r in recs)
         data = [document_summary_view(r, users[r["id"]]) for r in recs]
-        return {"data": data, "hasMore": next_cursor is not None, "nextCursor": next_cursor}
+        return page_view(data, next_cursor)
 
     async def update(self, document_id: str, patch: DocumentPatch) -> dict[str, Any]:
         changes = patch.changes()

@@ -1,6 +1,6 @@
-"""What the avatar and document routes answer: Runway-shaped views of the upstream's objects
-(checked with our models), the picture ``usedBy`` shows, the 422 of the token budget, and the
-timestamp format of the cached records."""
+"""What the avatar and document routes answer, serialised through our models: Runway-shaped
+views of the upstream's objects, our document records in list pages, the page envelope, the
+picture ``usedBy`` shows, and the 422 of the token budget."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pydantic
 
 from ..errors import UpstreamError, ValidationFailed
 from ..models.avatars import Avatar
+from ..models.common import Page
 from ..models.documents import Document, DocumentSummary
 
 
@@ -71,3 +72,9 @@ def document_view(up: dict[str, Any], tokens: int, users: list[dict[str, Any]]) 
 def document_summary_view(record: dict[str, Any], users: list[dict[str, Any]]) -> dict[str, Any]:
     """Our record of a document, with its ``usedBy``, as a list page shows it (``DocumentSummary``)."""
     return DocumentSummary.model_validate({**record, "usedBy": users}).model_dump(mode="json")
+
+
+def page_view(data: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
+    """One page of a list (``Page``): ``{data, hasMore, nextCursor}``, ``nextCursor`` null on the last."""
+    page = Page[dict[str, Any]](data=data, hasMore=next_cursor is not None, nextCursor=next_cursor)
+    return page.model_dump(mode="json")
