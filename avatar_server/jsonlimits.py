@@ -12,7 +12,7 @@ of those reached callers as a 500. ``loads`` refuses them all with :class:`JsonL
 - other numbers: at most ``MAX_NUMBER_CHARS`` characters and finite;
 - ``NaN``, ``Infinity``, ``-Infinity``: refused (not JSON).
 
-No dependency on the server's API package: the engine (``engine/api.py``, ``engine/media/routes.py``)
+No dependency on the server's API package: the engine (``engine/http/bodies.py``, ``engine/http/rtc.py``)
 imports this module as the server's ``api/bodies.py`` does.
 """
 
