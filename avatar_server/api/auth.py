@@ -126,7 +126,7 @@ async def session_principal(request: web.Request, session_id: str, token: str | 
         return Principal("admin")
     if token.startswith("ct_"):
         principal = await _client_principal(request, session_id, token)
-        rec = await request.app[SESSIONS].store.get(session_id)
+        rec = await request.app[SESSIONS].find(session_id)
         if rec is None or rec.status is SessionStatus.ENDED:
             raise Unauthorized("the session has ended; its clientToken is no longer valid",
                                code="client_token_expired")
@@ -138,7 +138,7 @@ async def session_principal(request: web.Request, session_id: str, token: str | 
 
 
 async def _client_principal(request: web.Request, session_id: str, token: str) -> Principal:
-    owner = await request.app[SESSIONS].store.session_for_client_token(token)
+    owner = await request.app[SESSIONS].session_of_client_token(token)
     if owner is not None and hmac.compare_digest(owner, session_id):
         return Principal("client", session_id=session_id)
     if owner is not None:

@@ -10,7 +10,9 @@ from aiohttp import web
 
 from ..appkeys import ADMISSION, SESSIONS, SETTINGS
 from ..errors import ValidationFailed
+from ..models.session_views import SessionConnected, SessionCreated, SessionView
 from ..models.sessions import EndReason, SessionConnect, SessionCreate, iso
+from ..runway import iso_ms
 from ..sessions.service import SessionService
 from . import admission, bodies, transport
 from .auth import require_admin, session_principal
@@ -32,17 +34,15 @@ async def create_session(request: web.Request) -> web.Response:
     who = await admission.authenticate_starter(request)
     req = await bodies.parse(request, SessionCreate)
     rec, client_token = await request.app[ADMISSION].start(who, req)
-    return web.json_response(
-        {
-            "id": rec.id,
-            "status": rec.status.value,
-            "clientToken": client_token,
-            "signalUrl": signal_url(request, rec.id),
-            "maxDuration": rec.maxDuration,
-            "createdAt": iso(rec.createdAt),
-        },
-        status=201,
+    body = SessionCreated(
+        id=rec.id,
+        status=rec.status,
+        clientToken=client_token,
+        signalUrl=signal_url(request, rec.id),
+        maxDuration=rec.maxDuration,
+        createdAt=iso_ms(rec.createdAt),
     )
+    return web.json_response(body.model_dump(mode="json"), status=201)
 
 
 @routes.post("/v1/sessions/connect")
@@ -67,19 +67,20 @@ async def connect_session(request: web.Request) -> web.Response:
         with contextlib.suppress(Exception):
             await asyncio.shield(svc.end(rec.id, EndReason.ERROR, "the caller cannot use this transport"))
         raise transport.unsupported(creds.transport, accepted)
-    body = {
-        "sessionId": rec.id,
-        "serverUrl": creds.serverUrl,
-        "token": creds.token,
-        "roomName": creds.roomName,
-        "transport": creds.transport,
-        "clientToken": client_token,
-        "signalUrl": signal_url(request, rec.id),
-        "endsAt": iso(rec.endsAt),
-    }
-    if creds.transport == "webrtc":
-        body["iceServers"] = list(request.app[SETTINGS].ice_servers)
-    return web.json_response(body)
+    # iceServers only for webrtc: absent otherwise (not null), hence exclude_unset below
+    ice = {"iceServers": list(request.app[SETTINGS].ice_servers)} if creds.transport == "webrtc" else {}
+    body = SessionConnected(
+        sessionId=rec.id,
+        serverUrl=creds.serverUrl,
+        token=creds.token,
+        roomName=creds.roomName,
+        transport=creds.transport,
+        clientToken=client_token,
+        signalUrl=signal_url(request, rec.id),
+        endsAt=iso(rec.endsAt),
+        **ice,
+    )
+    return web.json_response(body.model_dump(mode="json", exclude_unset=True))
 
 
 @routes.get("/v1/sessions/{id}")
@@ -87,7 +88,8 @@ async def get_session(request: web.Request) -> web.Response:
     sid = path_id(request, "id", "session")
     await session_principal(request, sid)
     svc = request.app[SESSIONS]
-    return web.json_response(await svc.public(await svc.get(sid)))
+    view = await svc.view(await svc.get(sid))
+    return web.json_response(view.model_dump(mode="json"))
 
 
 @routes.delete("/v1/sessions/{id}")
@@ -96,7 +98,7 @@ async def delete_session(request: web.Request) -> web.Response:
     who = await session_principal(request, sid)
     reason = EndReason.ADMIN if who.kind == "admin" else EndReason.CLIENT
     rec = await request.app[SESSIONS].end(sid, reason)
-    return web.json_response(rec.public())
+    return web.json_response(SessionView.from_record(rec).model_dump(mode="json"))
 
 
 @routes.get("/v1/sessions")
@@ -115,12 +117,5 @@ async def list_sessions(request: web.Request) -> web.Response:
             cursor = math.nan
         if not math.isfinite(cursor):
             raise ValidationFailed("cursor is not valid", field="cursor")
-    svc = request.app[SESSIONS]
-    records, next_cursor = await svc.store.list(active=status == "active", limit=limit, cursor=cursor)
-    return web.json_response(
-        {
-            "data": [await svc.public(r) for r in records],
-            "hasMore": next_cursor is not None,
-            "nextCursor": None if next_cursor is None else f"{next_cursor:.0f}",
-        }
-    )
+    page = await request.app[SESSIONS].page(active=status == "active", limit=limit, cursor=cursor)
+    return web.json_response(page.model_dump(mode="json"))

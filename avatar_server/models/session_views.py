@@ -1,7 +1,8 @@
 """What the session routes answer, as pydantic models: the contract /openapi.json publishes.
 
-The handlers in ``api.sessions`` build these bodies; ``tests/api/test_fuzz_openapi.py`` checks
-the live responses against the schemas generated from these models. No I/O here.
+The handlers in ``api.sessions`` answer these models (``model_dump(mode="json")``), so each
+shape is written once; ``tests/api/test_fuzz_openapi.py`` checks the live responses against
+the schemas generated from them. No I/O here.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from .sessions import EndReason, SessionStatus
+from .sessions import END_MESSAGES, EndReason, SessionRecord, SessionStatus, iso
 
 
 class SessionCreated(BaseModel):
@@ -61,6 +62,32 @@ class SessionView(BaseModel):
     siteId: str | None
     position: int | None = Field(None, description="while it waits in the waiting room: 1 = next")
     etaSeconds: float | None = Field(None, description="while it waits: the expected wait, from measured service times")
+
+    @classmethod
+    def from_record(cls, rec: SessionRecord, waiting: tuple[int, float | None] | None = None) -> SessionView:
+        """``rec`` as the API shows it: never a secret or credential. ``waiting``: (position,
+        etaSeconds) while it waits in the waiting room."""
+        position, eta = waiting if waiting is not None else (None, None)
+        return cls(
+            id=rec.id,
+            status=rec.status,
+            queued=rec.queued,
+            avatar=rec.avatar,
+            maxDuration=rec.maxDuration,
+            createdAt=iso(rec.createdAt),
+            readyAt=iso(rec.readyAt),
+            startedAt=iso(rec.startedAt),
+            endsAt=iso(rec.endsAt),
+            endedAt=iso(rec.endedAt),
+            endReason=rec.endReason,
+            endMessage=END_MESSAGES[rec.endReason] if rec.endReason else None,
+            upstreamId=rec.upstreamId,
+            upstreamStatus=rec.upstreamStatus,
+            upstreamDuration=rec.upstreamDuration,
+            siteId=rec.siteId,
+            position=position,
+            etaSeconds=eta,
+        )
 
 
 class SessionPage(BaseModel):

@@ -174,30 +174,6 @@ class SessionRecord(BaseModel):
     # when the upstream create was sent (a create in flight on an instance that died is unresolved)
     createSentAt: float | None = None
 
-    def public(self, waiting: tuple[int, float | None] | None = None) -> dict[str, Any]:
-        """The record as ``GET /v1/sessions/{id}`` shows it: never a secret or credential.
-
-        ``waiting``: (position, etaSeconds) while it waits in the waiting room."""
-        position, eta = waiting if waiting is not None else (None, None)
-        return {"position": position, "etaSeconds": eta} | {
-            "id": self.id,
-            "status": self.status.value,
-            "queued": self.queued,
-            "avatar": self.avatar,
-            "maxDuration": self.maxDuration,
-            "createdAt": iso(self.createdAt),
-            "readyAt": iso(self.readyAt),
-            "startedAt": iso(self.startedAt),
-            "endsAt": iso(self.endsAt),
-            "endedAt": iso(self.endedAt),
-            "endReason": self.endReason.value if self.endReason else None,
-            "endMessage": END_MESSAGES[self.endReason] if self.endReason else None,
-            "upstreamId": self.upstreamId,
-            "upstreamStatus": self.upstreamStatus,
-            "upstreamDuration": self.upstreamDuration,
-            "siteId": self.siteId,
-        }
-
 
 class Credentials(BaseModel):
     """Consumed upstream credentials, held server-side until handed to the client."""

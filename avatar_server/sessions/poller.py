@@ -26,7 +26,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import AvatarServerError
 from ..models.sessions import SessionRecord
@@ -58,7 +58,6 @@ class Watch:
     after_window: int = 0
     polling: bool = False
     dropped: bool = False
-    polls: int = 0
 
     @property
     def session_id(self) -> str:
@@ -67,15 +66,6 @@ class Watch:
 
 # What the provisioner does with an answer: True keeps watching, False stops.
 OnAnswer = Callable[[Watch, UpstreamSession | AvatarServerError], Awaitable[bool]]
-
-
-@dataclass
-class _Stats:
-    polls: int = 0
-    deferred: int = 0  # due polls not sent in their tick (the budget was tight)
-    failures: int = 0
-    lost_leases: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class PollScheduler:
@@ -98,7 +88,6 @@ class PollScheduler:
         self.on_answer = on_answer
         self.also_held = also_held  # sessions in a create or finish step: their leases are renewed too
         self.watches: dict[str, Watch] = {}
-        self.stats = _Stats()
         self._heap: list[tuple[float, int, Watch]] = []
         self._backlog: list[Watch] = []  # due, not yet sent (tight budget)
         self._order = itertools.count()
@@ -217,7 +206,6 @@ class PollScheduler:
                 raise
         if granted < len(due):
             due.sort(key=lambda w: self.priority(w, now), reverse=True)
-            self.stats.deferred += len(due) - granted
             self._backlog = due[granted:]
         for w in due[:granted]:
             w.polling = True
@@ -235,8 +223,6 @@ class PollScheduler:
         except Exception as exc:  # a bug or a closed client: counted as a failed poll, retried
             log.warning("poll crashed (%s); retrying", type(exc).__name__, extra={"session_id": w.session_id})
             answer = AvatarServerError(f"poll crashed ({type(exc).__name__})")
-        w.polls += 1
-        self.stats.polls += 1
         w.last_poll = elapsed
         try:
             keep = await self.on_answer(w, answer)
@@ -254,7 +240,6 @@ class PollScheduler:
             return
         now = time.monotonic()
         if isinstance(answer, AvatarServerError):
-            self.stats.failures += 1
             w.due = now + FAILED_POLL_DELAY
         else:
             elapsed = now - w.started
@@ -272,7 +257,6 @@ class PollScheduler:
         held = await self.store.renew_leases(ids + stepping, self.instance_id, self.lease_seconds)
         for sid, ok in zip(ids, held[:len(ids)], strict=True):  # the stepping ones follow
             if not ok:
-                self.stats.lost_leases += 1
                 log.warning("lost the provisioning lease", extra={"session_id": sid})
                 self.drop(sid)
 

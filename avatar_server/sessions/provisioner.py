@@ -19,17 +19,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import AvatarServerError, NotFound, UpstreamAmbiguous
 from ..models.sessions import Credentials, EndReason, SessionRecord, SessionStatus
 from ..runway import RealtimeStatus
-from ..store.sessions import TransitionRefused
+from ..store.sessions import SessionStore, TransitionRefused
+from ..upstream import UpstreamClient
+from ..upstream.budget import RequestBudget
 from ..upstream.wire import UpstreamSession
+from .lifecycle import LifecycleConfig
 from .poller import PollScheduler, Watch
-
-if TYPE_CHECKING:
-    from .service import SessionService
+from .reconcile import CreateReconciler
+from .room import WaitingRoom
+from .tasks import SessionTasks
+from .timer_names import TimerKind
 
 log = logging.getLogger("avatar_server.provisioner")
 
@@ -49,17 +53,48 @@ def upstream_body(rec: SessionRecord) -> dict[str, Any]:
     return body
 
 
+class ProvisionerOwner(Protocol):
+    """What the provisioner asks of the session service (``SessionService`` is one)."""
+
+    async def get(self, session_id: str) -> SessionRecord: ...
+    async def end(self, session_id: str, reason: EndReason, detail: str | None = None, **fields: Any) -> Any: ...
+    async def end_for_upstream(self, rec: SessionRecord, status: RealtimeStatus, *, duration: int | None,
+                               failure: str | None) -> None: ...
+    async def free_slot(self, session_id: str) -> None: ...
+    async def cancel_upstream(self, session_id: str, upstream_id: str) -> bool: ...
+    async def publish_status(self, rec: SessionRecord) -> None: ...
+
+
 class Provisioner:
-    def __init__(self, service: SessionService) -> None:
-        self.svc = service
+    def __init__(
+        self,
+        *,
+        sessions: ProvisionerOwner,
+        store: SessionStore,
+        upstream: UpstreamClient,
+        budget: RequestBudget | None,
+        room: WaitingRoom,
+        reconciler: CreateReconciler,
+        tasks: SessionTasks,
+        config: LifecycleConfig,
+        instance_id: str,
+    ) -> None:
+        self.sessions = sessions
+        self.store = store
+        self.upstream = upstream
+        self.room = room
+        self.reconciler = reconciler
+        self.tasks = tasks
+        self.config = config
+        self.instance_id = instance_id
         self.poller = PollScheduler(
-            upstream=service.upstream,
-            store=service.store,
-            budget=service.budget,
-            instance_id=service.instance_id,
-            lease_seconds=service.config.lease_seconds,
+            upstream=upstream,
+            store=store,
+            budget=budget,
+            instance_id=instance_id,
+            lease_seconds=config.lease_seconds,
             on_answer=self.on_answer,
-            also_held=service.stepping,
+            also_held=tasks.stepping,
         )
 
     def start(self, rec: SessionRecord) -> None:
@@ -67,25 +102,24 @@ class Provisioner:
         if rec.upstreamId is not None:
             self.poller.watch(rec, rec.upstreamId)
         else:
-            self.svc.spawn(rec.id, self._guarded(rec, self._create_then_watch(rec)))
+            self.tasks.spawn(rec.id, self._guarded(rec, self._create_then_watch(rec)))
 
     async def _guarded(self, rec: SessionRecord, step: Any) -> None:
-        svc = self.svc
         try:
             await step
         except asyncio.CancelledError:
             raise
         except AvatarServerError as exc:
             log.warning("provisioning failed", extra={"session_id": rec.id, "error": exc.code})
-            await svc.end(rec.id, EndReason.ERROR, exc.message)
+            await self.sessions.end(rec.id, EndReason.ERROR, exc.message)
         except Exception:
             log.exception("provisioning crashed", extra={"session_id": rec.id})
-            await svc.end(rec.id, EndReason.ERROR, "internal error while provisioning")
+            await self.sessions.end(rec.id, EndReason.ERROR, "internal error while provisioning")
 
     # --- 1. create ---------------------------------------------------------------------
     async def _create_then_watch(self, rec: SessionRecord) -> None:
-        svc = self.svc
-        current = await svc.store.get(rec.id)
+        svc = self.sessions
+        current = await self.store.get(rec.id)
         if current is None or current.status is SessionStatus.ENDED:
             await svc.free_slot(rec.id)  # ended before its create left: nothing exists upstream
             return
@@ -93,7 +127,7 @@ class Provisioner:
             upstream_id = await self._create(current)
         except UpstreamAmbiguous as exc:
             # reconcile: a unique unowned match is adopted (its id stored), the rest cancelled
-            adopted = await svc.reconciler.after_ambiguous(current)
+            adopted = await self.reconciler.after_ambiguous(current)
             if adopted is None:
                 await svc.end(rec.id, EndReason.ERROR, exc.message)
                 return
@@ -101,7 +135,7 @@ class Provisioner:
         except AvatarServerError:
             await svc.free_slot(rec.id)  # refused upstream: nothing was created
             raise
-        current = await svc.store.get(rec.id)
+        current = await self.store.get(rec.id)
         if current is None or current.status is SessionStatus.ENDED:
             # ended while the create was in flight: the upstream session must not live on
             await svc.cancel_upstream(rec.id, upstream_id)
@@ -111,34 +145,33 @@ class Provisioner:
     async def _create(self, rec: SessionRecord) -> str:
         """Create upstream. If this task is cancelled meanwhile (the session ended), the create
         still completes in a task the service owns, and its result is cancelled upstream."""
-        svc = self.svc
         create = asyncio.ensure_future(self._create_and_record(rec))
         try:
             return await asyncio.shield(create)
         except asyncio.CancelledError:
-            svc.track(self._cancel_when_created(rec.id, create))
+            self.tasks.track(self._cancel_when_created(rec.id, create))
             raise
 
     async def _create_and_record(self, rec: SessionRecord) -> str:
-        await self.svc.store.set_fields(rec.id, {"createSentAt": time.time()})
+        await self.store.set_fields(rec.id, {"createSentAt": time.time()})
         # journalled first; crossed out once the id is stored (see sessions.reconcile)
-        async with self.svc.reconciler.journal_create(rec):
-            upstream_id = await self.svc.upstream.create_session(upstream_body(rec))
-            await self.svc.store.set_fields(rec.id, {"upstreamId": upstream_id})
+        async with self.reconciler.journal_create(rec):
+            upstream_id = await self.upstream.create_session(upstream_body(rec))
+            await self.store.set_fields(rec.id, {"upstreamId": upstream_id})
         return upstream_id
 
     async def _cancel_when_created(self, session_id: str, create: asyncio.Future[str]) -> None:
         try:
             upstream_id = await create
         except AvatarServerError:
-            await self.svc.free_slot(session_id)
+            await self.sessions.free_slot(session_id)
             return
-        await self.svc.cancel_upstream(session_id, upstream_id)
+        await self.sessions.cancel_upstream(session_id, upstream_id)
 
     # --- 2. watch ----------------------------------------------------------------------
     async def on_answer(self, w: Watch, answer: UpstreamSession | AvatarServerError) -> bool:
         """One poll's answer for ``w``: True to keep watching."""
-        svc = self.svc
+        svc = self.sessions
         rec = w.record
         if isinstance(answer, NotFound):
             await svc.end(rec.id, EndReason.UPSTREAM_CANCELLED, "the upstream session disappeared")
@@ -150,13 +183,13 @@ class Provisioner:
         state = answer
         if state.status is RealtimeStatus.READY and state.sessionKey:
             provisioned = time.monotonic() - w.started
-            svc.spawn(rec.id, self._guarded(rec, self._finish(rec, w.upstream_id, state.sessionKey, provisioned)))
+            self.tasks.spawn(rec.id, self._guarded(rec, self._finish(rec, w.upstream_id, state.sessionKey, provisioned)))
             return False
         if state.status is not RealtimeStatus.NOT_READY:
             if state.status is RealtimeStatus.RUNNING:
                 await svc.end(rec.id, EndReason.ERROR, "the upstream session was consumed by someone else")
             else:
-                await svc.end_for_upstream(rec, state.status.value, duration=state.duration, failure=state.failure)
+                await svc.end_for_upstream(rec, state.status, duration=state.duration, failure=state.failure)
             return False
         queued = bool(state.queued)
         if queued != w.queued:
@@ -166,9 +199,9 @@ class Provisioner:
                 w.last_poll = 0.0
                 w.after_window = 0
             else:
-                await svc.room.upstream_queued(rec.id)
-            await svc.store.set_fields(rec.id, {"queued": queued})
-            fresh = await svc.store.get(rec.id)
+                await self.room.upstream_queued(rec.id)
+            await self.store.set_fields(rec.id, {"queued": queued})
+            fresh = await self.store.get(rec.id)
             if fresh is None or fresh.status is SessionStatus.ENDED:
                 return False
             await svc.publish_status(fresh)
@@ -176,30 +209,29 @@ class Provisioner:
 
     # --- 3. finish ---------------------------------------------------------------------
     async def _finish(self, rec: SessionRecord, upstream_id: str, session_key: str, provisioned: float) -> None:
-        svc = self.svc
-        if not await svc.store.claim_consume(rec.id):
+        svc, store, cfg = self.sessions, self.store, self.config
+        if not await store.claim_consume(rec.id):
             log.warning("credentials already consumed elsewhere", extra={"session_id": rec.id})
             return
-        result = await svc.upstream.consume(upstream_id, session_key)
+        result = await self.upstream.consume(upstream_id, session_key)
         creds = Credentials.from_consume(result.url, result.token, result.roomName)
-        cfg = svc.config
-        await svc.store.put_credentials(rec.id, creds, cfg.ready_timeout + cfg.cap_seconds + 600)
+        await store.put_credentials(rec.id, creds, cfg.ready_timeout + cfg.cap_seconds + 600)
         now = time.time()
         try:
-            await svc.store.transition(
+            await store.transition(
                 rec,
                 [SessionStatus.PROVISIONING],
                 SessionStatus.READY,
                 {"readyAt": now, "queued": False},
-                remove_timers=[f"provision:{rec.id}"],
-                add_timers=[(f"ready:{rec.id}", now + cfg.ready_timeout)],
+                remove_timers=[TimerKind.PROVISION.of(rec.id)],
+                add_timers=[(TimerKind.READY.of(rec.id), now + cfg.ready_timeout)],
             )
         except TransitionRefused:
-            await svc.store.drop_credentials(rec.id)
+            await store.drop_credentials(rec.id)
             await svc.cancel_upstream(rec.id, upstream_id)
             return
         finally:
-            await svc.store.release_lease(rec.id, svc.instance_id)
+            await store.release_lease(rec.id, self.instance_id)
         await self.poller.learn(provisioned)
         rec = await svc.get(rec.id)
         log.info("session ready", extra={"session_id": rec.id, "provision_seconds": round(provisioned, 3)})

@@ -45,14 +45,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import AvatarServerError, UpstreamAmbiguous
 from ..models.sessions import SessionRecord, SessionStatus, iso
 from ..store.journal import IN_FLIGHT, OPEN, CreateIntent, CreateJournal
-
-if TYPE_CHECKING:
-    from .service import SessionService
+from ..store.sessions import SessionStore
+from ..upstream import UpstreamClient
 
 log = logging.getLogger("avatar_server.reconcile")
 
@@ -112,19 +111,23 @@ class CreateReconciler:
 
     def __init__(
         self,
-        service: SessionService,
         *,
+        store: SessionStore,
+        upstream: UpstreamClient,
+        instance_id: str,
+        lease_seconds: float,
         journal: CreateJournal | None = None,
         interval: float | None = None,
         horizon: float = HORIZON,
         skew: float = SKEW,
     ) -> None:
-        self.svc = service
-        self.journal = journal or CreateJournal(service.store.r)
-        lease = service.config.lease_seconds
-        self.alive_ttl = lease  # another instance takes over our open creates this long after we die
-        self.beat_every = lease / 3
-        self.interval = interval if interval is not None else min(SWEEP_EVERY, lease)
+        self.store = store
+        self.upstream = upstream
+        self.instance = instance_id
+        self.journal = journal or CreateJournal(store.r)
+        self.alive_ttl = lease_seconds  # another instance takes over our open creates this long after we die
+        self.beat_every = lease_seconds / 3
+        self.interval = interval if interval is not None else min(SWEEP_EVERY, lease_seconds)
         self.horizon = horizon
         self.skew = skew
         self._ambiguous: dict[str, str] = {}  # session id → intent id of its ambiguous create
@@ -132,10 +135,6 @@ class CreateReconciler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-
-    @property
-    def instance(self) -> str:
-        return self.svc.instance_id
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -293,7 +292,7 @@ class CreateReconciler:
         async def cancel(cid: str) -> None:
             async with limit:
                 try:
-                    await self.svc.upstream.cancel_session(cid)
+                    await self.upstream.cancel_session(cid)
                 except AvatarServerError as exc:
                     log.warning("could not cancel unowned upstream session %s (%s); the next pass retries",
                                 cid, exc.code, extra={"upstream_id": cid})
@@ -351,7 +350,7 @@ class CreateReconciler:
         out: list[dict[str, Any]] = []
         cursor: str | None = None
         for _ in range(MAX_PAGES):
-            page = await self.svc.upstream.list_conversations(start, end, limit=PAGE, cursor=cursor)
+            page = await self.upstream.list_conversations(start, end, limit=PAGE, cursor=cursor)
             out.extend(c for c in page["data"] if isinstance(c, dict))
             cursor = page.get("nextCursor")
             if not page.get("hasMore") or not cursor:
@@ -361,14 +360,14 @@ class CreateReconciler:
         return out
 
     async def _owned(self) -> set[str]:
-        records = await self.svc.store.get_many(await self.svc.store.active_ids())
+        records = await self.store.get_many(await self.store.active_ids())
         return {r.upstreamId for r in records if r.upstreamId}
 
     async def _adopt(self, intent: CreateIntent, upstream_id: str) -> bool:
-        rec = await self.svc.store.get(intent.sessionId)
+        rec = await self.store.get(intent.sessionId)
         if rec is None or rec.status is not SessionStatus.PROVISIONING or rec.upstreamId is not None:
             return False
-        return await self.svc.store.set_fields(rec.id, {"upstreamId": upstream_id})
+        return await self.store.set_fields(rec.id, {"upstreamId": upstream_id})
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,6 +1,7 @@
 """The deadline loop: fires the Redis timers of every session, on whichever instance is alive.
 
-Timers are members of one sorted set (``<kind>:<session id>[:<arg>]`` scored by due time).
+Timers are members of one sorted set (``<kind>:<session id>[:<arg>]`` scored by due time;
+names built and parsed by ``sessions.timer_names``).
 A due timer is *claimed* by pushing its score 30 s ahead in the same Lua call that reads
 it, so exactly one instance handles it, and if that instance dies mid-way the timer comes
 due again. It is removed only once handled. The loop ticks every 100 ms, so a cap fires
@@ -34,12 +35,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any, Protocol
 
 from ..errors import AvatarServerError, NotFound
-from ..models.sessions import EndReason, SessionStatus
+from ..models.sessions import EndReason, SessionRecord, SessionStatus, sources_of
 from ..runway import RealtimeStatus
+from ..store.events import EventBus
 from ..store.health import store_unavailable
-from .service import SessionService, timer
+from ..store.sessions import SessionStore
+from ..upstream import UpstreamClient
+from .lifecycle import LifecycleConfig
+from .timer_names import TimerKind, parse_timer
 
 log = logging.getLogger("avatar_server.timers")
 
@@ -51,16 +57,34 @@ MAX_CHECKS = 16  # upstream status reads for `check` timers in flight at once, p
 CLOSE_GRACE = 2.0  # seconds close() lets in-flight ends finish before cancelling them
 SWEEP_EVERY = 15.0
 
-_END_KINDS = {
-    "provision": (EndReason.PROVISION_TIMEOUT, {SessionStatus.PROVISIONING}),
-    "ready": (EndReason.READY_TIMEOUT, {SessionStatus.READY}),
-    "cap": (EndReason.CAP, {SessionStatus.RUNNING}),
-    "abandon": (EndReason.ABANDONED, {SessionStatus.PROVISIONING, SessionStatus.READY, SessionStatus.RUNNING}),
+# the deadlines: (the end reason, the statuses in which it still applies)
+_END_KINDS: dict[TimerKind, tuple[EndReason, frozenset[SessionStatus]]] = {
+    TimerKind.PROVISION: (EndReason.PROVISION_TIMEOUT, frozenset({SessionStatus.PROVISIONING})),
+    TimerKind.READY: (EndReason.READY_TIMEOUT, frozenset({SessionStatus.READY})),
+    TimerKind.CAP: (EndReason.CAP, frozenset({SessionStatus.RUNNING})),
+    TimerKind.ABANDON: (EndReason.ABANDONED, sources_of(SessionStatus.ENDED)),
 }
+_WARNINGS = frozenset({TimerKind.WARN30, TimerKind.WARN10})
+
+
+class TimerOwner(Protocol):
+    """What the loop asks of the session service (``SessionService`` is one)."""
+
+    store: SessionStore
+    bus: EventBus
+    upstream: UpstreamClient
+    config: LifecycleConfig
+
+    async def get(self, session_id: str) -> SessionRecord: ...
+    async def end(self, session_id: str, reason: EndReason, detail: str | None = None, **fields: Any) -> Any: ...
+    async def end_for_upstream(self, rec: SessionRecord, status: RealtimeStatus, *, duration: int | None,
+                               failure: str | None) -> None: ...
+    async def cancel_upstream(self, session_id: str, upstream_id: str) -> bool: ...
+    async def recover(self) -> int: ...
 
 
 class TimerLoop:
-    def __init__(self, service: SessionService) -> None:
+    def __init__(self, service: TimerOwner) -> None:
         self.svc = service
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -69,7 +93,6 @@ class TimerLoop:
         self._handlers: set[asyncio.Task[None]] = set()  # one per claimed timer being handled
         self._checks: set[asyncio.Task[None]] = set()  # those of them that are `check`s
         self._check_slots = asyncio.Semaphore(MAX_CHECKS)
-        self.fired = 0
 
     def start(self) -> None:
         if self._task is not None:
@@ -126,16 +149,16 @@ class TimerLoop:
         task = asyncio.create_task(self._fire(member, claimed_until), name=f"timer-{member}")
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
-        if member.startswith("check:"):
+        if parse_timer(member)[0] is TimerKind.CHECK:
             self._checks.add(task)
             task.add_done_callback(self._checks.discard)
 
     async def _fire(self, member: str, claimed_until: float) -> None:
-        kind, _, rest = member.partition(":")
-        session_id, _, arg = rest.partition(":")
+        known, session_id, arg = parse_timer(member)
+        kind = known or member.partition(":")[0]  # a kind this version does not know: logged, then done
         try:
             async with asyncio.timeout(HANDLER_TIMEOUT):
-                if kind == "check":
+                if kind is TimerKind.CHECK:
                     async with self._check_slots:  # only checks wait for these: ends never do
                         await self._handle(kind, session_id, arg)
                 else:
@@ -152,28 +175,27 @@ class TimerLoop:
         except Exception:
             log.exception("timer %s failed", kind, extra={"session_id": session_id})
             return
-        self.fired += 1
         try:
             await self.svc.store.finish_timer(member, claimed_until)
         except Exception as exc:  # Redis away: it comes due again after the claim lease, and is a no-op then
             log.warning("timer %s could not be marked done: %s", kind, type(exc).__name__,
                         extra={"session_id": session_id})
 
-    async def _handle(self, kind: str, session_id: str, arg: str) -> None:
+    async def _handle(self, kind: TimerKind | str, session_id: str, arg: str) -> None:
         svc = self.svc
         if kind in _END_KINDS:
             reason, statuses = _END_KINDS[kind]
             rec = await svc.get(session_id)
             if rec.status in statuses:
                 await svc.end(session_id, reason)
-        elif kind in ("warn30", "warn10"):
+        elif kind in _WARNINGS:
             rec = await svc.get(session_id)
             if rec.status is SessionStatus.RUNNING and rec.endsAt:
                 remaining = max(0, round(rec.endsAt - time.time()))
                 await svc.bus.publish(session_id, {"type": "warning", "remainingSeconds": remaining})
-        elif kind == "check":
+        elif kind is TimerKind.CHECK:
             await self._check(session_id)
-        elif kind == "cancel":
+        elif kind is TimerKind.CANCEL:
             await self._retry_cancel(session_id, arg)
         else:
             log.warning("unknown timer kind %r", kind)
@@ -190,14 +212,12 @@ class TimerLoop:
             return
         except AvatarServerError:
             state = None
-        if state is not None and state.status in (
-            RealtimeStatus.COMPLETED, RealtimeStatus.FAILED, RealtimeStatus.CANCELLED
-        ):
-            await svc.end_for_upstream(rec, state.status.value, duration=state.duration, failure=state.failure)
+        if state is not None and state.status.is_terminal:
+            await svc.end_for_upstream(rec, state.status, duration=state.duration, failure=state.failure)
             return
         if state is not None and state.status.value != rec.upstreamStatus:
             await svc.store.set_fields(session_id, {"upstreamStatus": state.status.value})
-        await svc.store.add_timer(timer("check", session_id), time.time() + svc.config.upstream_check_interval)
+        await svc.store.add_timer(TimerKind.CHECK.of(session_id), time.time() + svc.config.upstream_check_interval)
 
     async def _retry_cancel(self, session_id: str, upstream_id: str) -> None:
         if not upstream_id:

@@ -19,9 +19,17 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..errors import AvatarServerError
-from ..models.sessions import END_MESSAGES, EndReason, SessionRecord, SessionStatus, iso
+from ..models.sessions import EndReason, SessionRecord, SessionStatus, iso
 from ..sessions.service import SessionService
-from .protocol import PONG, ProtocolError, credentials_message, dump, error_message, parse_client
+from .protocol import (
+    PONG,
+    ProtocolError,
+    credentials_message,
+    dump,
+    ended_message,
+    error_message,
+    parse_client,
+)
 
 log = logging.getLogger("avatar_server.signal")
 
@@ -33,10 +41,6 @@ class SignalTransport(Protocol):
     async def send(self, text: str) -> None: ...
     async def receive(self) -> str | bytes | None: ...  # None: the socket closed
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
-
-
-class _ClientClosed(Exception):
-    pass
 
 
 class SignalBroker:
@@ -137,9 +141,8 @@ class SignalBroker:
         return True
 
     async def _send_ended(self, transport: SignalTransport, rec: SessionRecord) -> None:
-        reason = rec.endReason or EndReason.ERROR
         with contextlib.suppress(Exception):
-            await transport.send(dump({"type": "ended", "reason": reason.value, "message": END_MESSAGES[reason]}))
+            await transport.send(dump(ended_message(rec.endReason)))
             await transport.close(1000, "session ended")
 
     async def _read(self, transport: SignalTransport, events: asyncio.Queue[dict[str, Any]]) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from avatar_server import jsonlimits
+from avatar_server.models.sessions import END_MESSAGES, EndReason, SessionRecord, iso
 
 MAX_CLIENT_MESSAGE_BYTES = 1024
 CLIENT_TYPES = ("end", "ping")
@@ -76,6 +77,17 @@ def credentials_message(
     if transport == "webrtc":
         message["iceServers"] = list(ice_servers)
     return message
+
+
+def status_message(rec: SessionRecord) -> dict[str, Any]:
+    """The ``status`` frame of a session (one waiting in the room: ``sessions.room.waiting_frame``)."""
+    return {"type": "status", "status": rec.status.value, "queued": rec.queued, "endsAt": iso(rec.endsAt)}
+
+
+def ended_message(reason: EndReason | None) -> dict[str, Any]:
+    """The ``ended`` frame: the end reason and its message for a person (no reason: ``error``)."""
+    reason = reason or EndReason.ERROR
+    return {"type": "ended", "reason": reason.value, "message": END_MESSAGES[reason]}
 
 
 def error_message(code: str, message: str) -> dict[str, Any]:

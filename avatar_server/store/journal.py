@@ -76,10 +76,6 @@ class CreateJournal:
     async def clear(self, intent_id: str) -> None:
         await self.r.hdel(keys.create_intents(), intent_id)
 
-    async def get(self, intent_id: str) -> CreateIntent | None:
-        raw = await self.r.hget(keys.create_intents(), intent_id)
-        return CreateIntent.loads(raw) if raw else None
-
     async def all(self) -> list[CreateIntent]:
         rows = await self.r.hgetall(keys.create_intents())
         out: list[CreateIntent] = []

@@ -1,6 +1,7 @@
-"""Sessions in Redis: the record (a hash of JSON values), its indexes, its timers, its
-credentials and client token. Every multi-key change is one Lua script, so a status
-change, its index moves and its timer changes happen together or not at all.
+"""Sessions in Redis: the record (a hash of JSON values), its indexes, its timers (named by
+``sessions.timer_names``), its credentials and client token. Every multi-key change is one
+Lua script, so a status change, its index moves and its timer changes happen together or not
+at all.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
-
-from redis.exceptions import RedisError
 
 from ..models.sessions import Credentials, SessionRecord, SessionStatus
 from . import keys
@@ -204,9 +203,6 @@ class SessionStore:
     async def session_for_client_token(self, token: str) -> str | None:
         return await self.r.get(keys.client_token(token_hash(token)))
 
-    async def forget_client_token(self, token_hash_value: str) -> None:
-        await self.r.delete(keys.client_token(token_hash_value))
-
     async def list(self, *, active: bool, limit: int, cursor: float | None) -> tuple[list[SessionRecord], float | None]:
         """Newest first; ``cursor`` is the score to continue below (exclusive)."""
         key = keys.sessions_active() if active else keys.sessions_ended()
@@ -237,12 +233,6 @@ class SessionStore:
 
     async def take_lease(self, session_id: str, owner: str, ttl: float) -> bool:
         return bool(await self.r.set(keys.session_lease(session_id), owner, nx=True, px=int(ttl * 1000)))
-
-    async def renew_lease(self, session_id: str, owner: str, ttl: float) -> bool:
-        key = keys.session_lease(session_id)
-        if await self.r.get(key) != owner:
-            return False
-        return bool(await self.r.pexpire(key, int(ttl * 1000)))
 
     async def renew_leases(self, session_ids: Sequence[str], owner: str, ttl: float) -> list[bool]:
         """Renew many leases in one call (one that lapsed unclaimed is taken again); False where
@@ -280,14 +270,6 @@ class SessionStore:
     async def finish_timer(self, member: str, claimed_until: float) -> None:
         await self._done(keys=[keys.timers()], args=[member, claimed_until])
 
-    async def next_timer_at(self) -> float | None:
-        rows = await self.r.zrange(keys.timers(), 0, 0, withscores=True)
-        return float(rows[0][1]) if rows else None
-
-    async def timers_for(self, session_id: str) -> list[tuple[str, float]]:
-        rows = await self.r.zrange(keys.timers(), 0, -1, withscores=True)
-        return [(m, s) for m, s in rows if m.split(":")[1:2] == [session_id]]
-
     # --- learned provisioning time ----------------------------------------------------
     async def add_provision_sample(self, seconds: float, keep: int = 200) -> None:
         async with self.r.pipeline(transaction=True) as p:
@@ -297,9 +279,3 @@ class SessionStore:
 
     async def provision_samples(self) -> list[float]:
         return [float(x) for x in await self.r.lrange(keys.provision_samples(), 0, -1)]
-
-    async def ping(self) -> bool:
-        try:
-            return bool(await self.r.ping())
-        except (RedisError, OSError):
-            return False

@@ -65,9 +65,8 @@ def test_an_unreadable_creation_time_never_matches() -> None:
 @pytest.fixture
 async def reconciler(redis_url: str) -> AsyncIterator[CreateReconciler]:
     client = client_from_url(redis_url)
-    service: Any = SimpleNamespace(store=SimpleNamespace(r=client), config=SimpleNamespace(lease_seconds=2.0),
-                                   instance_id="inst-1")
-    r = CreateReconciler(service)
+    store: Any = SimpleNamespace(r=client)
+    r = CreateReconciler(store=store, upstream=None, instance_id="inst-1", lease_seconds=2.0)  # type: ignore[arg-type]
     try:
         yield r
     finally:

@@ -14,8 +14,9 @@ import pytest
 
 from avatar_server.errors import NotFound
 from avatar_server.models.sessions import EndReason, SessionStatus
+from avatar_server.runway import RealtimeStatus
 from avatar_server.sessions import timers as timers_mod
-from avatar_server.sessions.service import LifecycleConfig
+from avatar_server.sessions.lifecycle import LifecycleConfig
 from avatar_server.sessions.timers import CLAIM_LIMIT, MAX_CHECKS, TimerLoop
 from avatar_server.store import keys
 from avatar_server.store.connection import client_from_url
@@ -35,7 +36,7 @@ class StalledUpstream:
         self.peak = max(self.peak, self.in_flight)
         try:
             await self.release.wait()
-            return SimpleNamespace(status=SimpleNamespace(value="RUNNING"))
+            return SimpleNamespace(status=RealtimeStatus.RUNNING)
         finally:
             self.in_flight -= 1
 
@@ -83,8 +84,7 @@ async def test_a_backlog_drains_in_one_claim(svc: StubService) -> None:
     try:
         assert await loop.claim_due() == backlog  # full claims are followed at once by another
         await asyncio.wait(list(loop._handlers), timeout=10)
-        assert await svc.store.r.zcard(keys.timers()) == 0
-        assert loop.fired == backlog
+        assert await svc.store.r.zcard(keys.timers()) == 0  # every one handled and marked done
     finally:
         await loop.close()
 
@@ -130,7 +130,7 @@ async def test_a_handler_past_its_time_limit_is_cut_and_comes_due_again(
         claimed_at = time.time()
         assert await loop.claim_due() == 1
         await asyncio.wait(list(loop._handlers), timeout=5)
-        assert not loop._handlers and svc.upstream.in_flight == 0 and loop.fired == 0
+        assert not loop._handlers and svc.upstream.in_flight == 0
         # still claimed: due again when the claim runs out, on this instance or another
         score = await svc.store.r.zscore(keys.timers(), "check:s0")
         assert score is not None and score >= claimed_at + timers_mod.CLAIM_LEASE - 1
