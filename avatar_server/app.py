@@ -33,7 +33,7 @@ from .api import (
     voices,
     webhooks,
 )
-from .catalog.service import CatalogService, end_avatar_sessions
+from .catalog.service import CatalogService
 from .conversations import ConversationService, UsageService
 from .demo import ensure_demo_site
 from .engine import create_engine_app
@@ -42,9 +42,10 @@ from .engine.store import EngineCatalogStore
 from .logs import install_redaction, register_secret
 from .metrics import Metrics, MetricsObserver, Sources
 from .sessions.admission import Admission
+from .sessions.lifecycle import LifecycleConfig
 from .sessions.load import LoadMonitor
 from .sessions.room import WaitingRoom
-from .sessions.service import LifecycleConfig, SessionService
+from .sessions.service import SessionService
 from .sessions.timers import TimerLoop
 from .settings import Settings, load_or_create_admin_token
 from .signalling.broker import SignalBroker
@@ -239,7 +240,7 @@ async def _catalog_ctx(app: web.Application) -> AsyncIterator[None]:
         store=CatalogStore(redis),
         lock=CatalogLock(redis),
         upstream=app[K.UPSTREAM],
-        end_sessions=lambda avatar_id: end_avatar_sessions(sessions, avatar_id),
+        end_sessions=sessions.end_sessions_of_avatar,
     )
     app[K.CATALOG] = service
     app[K.ADMISSION] = Admission(sessions=sessions, sites=app[K.SITES], load=app[K.LOAD],

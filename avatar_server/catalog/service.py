@@ -10,10 +10,7 @@ parts share one ``sync.CatalogSync`` (the upstream ↔ Redis sync) and so one lo
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..models.documents import KNOWLEDGE_TOKEN_LIMIT
-from ..models.sessions import EndReason, SessionStatus
 from ..store.catalog import CatalogLock, CatalogStore
 from ..upstream import UpstreamClient
 from .avatars import AvatarService, SessionsEnder
@@ -36,15 +33,3 @@ class CatalogService:
         self.sync = CatalogSync(store=store, lock=lock, upstream=upstream, limit=limit)
         self.avatars = AvatarService(self.sync, end_sessions=end_sessions, resolver=resolver)
         self.documents = DocumentService(self.sync)
-
-
-async def end_avatar_sessions(sessions: Any, avatar_id: str) -> int:
-    """End (reason ``admin``) every session not ENDED that uses this custom avatar."""
-    ended = 0
-    for rec in await sessions.store.get_many(await sessions.store.active_ids()):
-        avatar = rec.avatar or {}
-        if (rec.status is not SessionStatus.ENDED and avatar.get("type") == "custom"
-                and str(avatar.get("avatarId", "")).lower() == avatar_id):
-            await sessions.end(rec.id, EndReason.ADMIN, "the avatar was deleted")
-            ended += 1
-    return ended
