@@ -40,6 +40,7 @@ from typing import Any, Protocol
 from ..errors import AvatarServerError, NotFound
 from ..models.sessions import EndReason, SessionRecord, SessionStatus, sources_of
 from ..runway import RealtimeStatus
+from ..signalling.protocol import warning_message
 from ..store.events import EventBus
 from ..store.health import store_unavailable
 from ..store.sessions import SessionStore
@@ -192,7 +193,7 @@ class TimerLoop:
             rec = await svc.get(session_id)
             if rec.status is SessionStatus.RUNNING and rec.endsAt:
                 remaining = max(0, round(rec.endsAt - time.time()))
-                await svc.bus.publish(session_id, {"type": "warning", "remainingSeconds": remaining})
+                await svc.bus.publish(session_id, warning_message(remaining))
         elif kind is TimerKind.CHECK:
             await self._check(session_id)
         elif kind is TimerKind.CANCEL:

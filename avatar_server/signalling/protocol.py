@@ -90,6 +90,10 @@ def ended_message(reason: EndReason | None) -> dict[str, Any]:
     return {"type": "ended", "reason": reason.value, "message": END_MESSAGES[reason]}
 
 
+def warning_message(remaining_seconds: int) -> dict[str, Any]:
+    return {"type": "warning", "remainingSeconds": remaining_seconds}
+
+
 def error_message(code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message}
 
