@@ -53,6 +53,7 @@ class Watch:
     upstream_id: str
     started: float  # monotonic: provisioning clock (restarts when the upstream dequeues it)
     queued: bool
+    seen_running: bool = False  # the upstream answered it as holding one of its slots (not queued)
     due: float = 0.0
     last_poll: float = 0.0  # seconds into provisioning at the last poll
     after_window: int = 0

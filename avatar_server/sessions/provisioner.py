@@ -181,9 +181,16 @@ class Provisioner:
             log.warning("poll failed; retrying", extra={"session_id": rec.id, "error": answer.code})
             return True
         state = answer
+        if not w.seen_running and (state.status is RealtimeStatus.READY
+                                   or (state.status is RealtimeStatus.NOT_READY and not state.queued)):
+            w.seen_running = True  # it holds one of the upstream's slots: counts when the limit is learned
+            await self.room.upstream_running(rec.id)
         if state.status is RealtimeStatus.READY and state.sessionKey:
             provisioned = time.monotonic() - w.started
             self.tasks.spawn(rec.id, self._guarded(rec, self._finish(rec, w.upstream_id, state.sessionKey, provisioned)))
+            return False
+        if state.status is RealtimeStatus.READY:  # READY without its session key: nothing to consume
+            await svc.end(rec.id, EndReason.ERROR, "the upstream answered READY without a session key")
             return False
         if state.status is not RealtimeStatus.NOT_READY:
             if state.status is RealtimeStatus.RUNNING:

@@ -73,6 +73,17 @@ class WaitingRoom:
         await self.store.leave(session_id)
         self._announced.pop(session_id, None)
 
+    @property
+    def learns(self) -> bool:
+        """Whether the limit is learned from the upstream's answers (no configured limit)."""
+        return self.enabled and not self.configured_limit
+
+    async def upstream_running(self, session_id: str) -> None:
+        """The upstream answered ``session_id`` as holding one of its slots (not queued): with no
+        configured limit, it counts when the limit is learned."""
+        if self.learns:
+            await self.store.running(session_id)
+
     async def upstream_queued(self, session_id: str) -> None:
         """The upstream queued ``session_id``: with no configured limit, it is full — learn its limit."""
         if self.configured_limit or not self.enabled:

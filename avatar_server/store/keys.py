@@ -145,6 +145,12 @@ def room_alive() -> str:
     return f"{PREFIX}room:alive"
 
 
+def room_running() -> str:
+    """Set: the slot holders the upstream has answered as holding one of its own slots (not
+    ``queued``: provisioning, READY or RUNNING). Only these count when the limit is learned."""
+    return f"{PREFIX}room:running"
+
+
 def room_learned_limit() -> str:
     """String with TTL: the upstream's concurrency as learned from its first ``queued`` answer."""
     return f"{PREFIX}room:learned-limit"

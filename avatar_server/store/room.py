@@ -3,7 +3,8 @@
 Slots: ``room_alive`` holds the ids of the sessions that hold an upstream slot (their create
 is about to leave, is in flight, or created a session not yet known terminal). While it
 holds ``limit`` members (the configured ``AVATAR_SERVER_UPSTREAM_CONCURRENCY``, else the
-limit learned from the upstream's first ``queued`` answer), further starts wait.
+limit learned from the upstream's ``queued`` answers), further starts wait. ``room_running`` marks
+the holders the upstream has answered as running (not queued); the learned limit counts only them.
 
 The room is start-time fair queuing: each lane (a site, or ``admin``) has a tag; an arrival
 gets ``max(clock, lane tag)`` as its score and moves the lane's tag one past it, and the
@@ -82,20 +83,17 @@ redis.call('ZREM', KEYS[1], member)
 return 1
 """
 
-# KEYS: alive, learned limit; ARGV: ttl (s), session record key template ("?" = id), the queued id
-#   → the limit now in force
-# A ``queued`` answer means the upstream is full: the sessions alive now that it does not hold in
-# its queue (as last seen: their record's ``queued``), less the one just queued, are its limit.
-# Each later queued answer may raise it, never lower it: a view that lags (a session the upstream
-# dequeued still marked queued) would otherwise shrink the limit, and a limit too low throttles
-# every start until it expires, while one too high only lets the upstream queue the excess.
+# KEYS: alive, learned limit, running; ARGV: ttl (s), the queued id → the limit now in force
+# A ``queued`` answer means the upstream is full. The slot holders it has answered as running its
+# own slot (the ``running`` set), less the one just queued, are a lower bound of its limit: each
+# of them was seen holding an upstream slot, while a holder whose create is still on its way, or
+# that no poll has answered yet, is not counted. So a later queued answer may only raise the
+# limit (towards the true one, as more holders are seen running), never lower it; the limit
+# expires after ``ttl`` (tiers change) and is learned again.
 _LEARN = """
 local n = 0
 for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if sid ~= ARGV[3] then
-    local q = redis.call('HGET', string.gsub(ARGV[2], '%?', sid), 'queued')
-    if q ~= 'true' then n = n + 1 end
-  end
+  if sid ~= ARGV[2] and redis.call('SISMEMBER', KEYS[3], sid) == 1 then n = n + 1 end
 end
 local limit = math.max(1, n, tonumber(redis.call('GET', KEYS[2]) or '0'))
 redis.call('SET', KEYS[2], limit, 'EX', tonumber(ARGV[1]))
@@ -171,12 +169,20 @@ class RoomStore:
 
     async def release(self, session_id: str) -> bool:
         """Give back the session's upstream slot (its upstream session is terminal or never was)."""
-        return bool(await self.r.zrem(keys.room_alive(), session_id))
+        async with self.r.pipeline(transaction=True) as p:
+            p.zrem(keys.room_alive(), session_id)
+            p.srem(keys.room_running(), session_id)
+            removed, _ = await p.execute()
+        return bool(removed)
+
+    async def running(self, session_id: str) -> None:
+        """The upstream answered ``session_id`` as holding one of its slots (not queued)."""
+        await self.r.sadd(keys.room_running(), session_id)
 
     async def learn_limit(self, queued_id: str) -> int:
         """The upstream queued ``queued_id``: learn its concurrency from the sessions it runs now."""
-        return int(await self._learn(keys=[keys.room_alive(), keys.room_learned_limit()],
-                                     args=[LEARNED_TTL, keys.session("?"), queued_id]))
+        return int(await self._learn(keys=[keys.room_alive(), keys.room_learned_limit(), keys.room_running()],
+                                     args=[LEARNED_TTL, queued_id]))
 
     async def position(self, session_id: str) -> tuple[int, int]:
         """(live position, position shown) of a waiting start; (0, 0) if it is not waiting."""

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from aiohttp import web
 
 from ..harness import ServerHarness, fast_engine_config, make_settings, upstream_final
 
@@ -92,3 +95,46 @@ async def test_delete_during_provisioning_cancels_upstream(server: ServerHarness
     assert code == 200 and ended["endReason"] == "client"
     ups = {s["id"]: s for s in await server.control("GET", "/sessions")}
     assert ups[rec["upstreamId"]]["status"] == "CANCELLED"
+
+
+async def test_ready_without_a_session_key_ends_the_session_and_cancels_upstream(redis_url, data_dir,
+                                                                                   aiohttp_server) -> None:
+    """An upstream (a minimal stand-in, on real HTTP) that answers READY with no ``sessionKey``: there
+    is nothing to consume, so the session ends ``error`` at once and its upstream session is cancelled
+    (it used to raise inside the poller and poll on until the provisioning deadline)."""
+    upstream_id = "0b7c1c9e-3f3a-4d3e-9a51-2f0c2b6a8d11"
+    seen: list[str] = []
+
+    async def create(request: web.Request) -> web.Response:
+        seen.append("create")
+        return web.json_response({"id": upstream_id})
+
+    async def get(request: web.Request) -> web.Response:
+        seen.append("get")
+        return web.json_response({"id": upstream_id, "status": "READY", "createdAt": "2026-11-30T00:00:00.000Z",
+                                  "expiresAt": "2026-11-30T00:01:00.000Z"})
+
+    async def cancel(request: web.Request) -> web.Response:
+        seen.append("cancel")
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/v1/realtime_sessions", create)
+    app.router.add_get("/v1/realtime_sessions/{id}", get)
+    app.router.add_delete("/v1/realtime_sessions/{id}", cancel)
+    fake = await aiohttp_server(app)
+    h = await ServerHarness(make_settings(data_dir, redis_url, runway_secret="key_fake_runway_secret",
+                                          runway_base_url=str(fake.make_url("")))).start()
+    try:
+        code, created = await h.admin("POST", "/v1/sessions", {"avatar": {"type": "runway-preset",
+                                                                        "presetId": "fashion-designer"}})
+        assert code == 201, created
+        rec = await h.wait_for(created["id"], lambda r: r["status"] == "ENDED", timeout=10)
+        assert rec["endReason"] == "error" and rec["upstreamId"] == upstream_id, rec
+        for _ in range(50):
+            if "cancel" in seen:
+                break
+            await asyncio.sleep(0.05)
+        assert seen.count("create") == 1 and "cancel" in seen, seen
+    finally:
+        await h.stop_all()

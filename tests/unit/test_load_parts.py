@@ -9,6 +9,7 @@ import time
 from avatar_server.models.sessions import SessionRecord, SessionStatus
 from avatar_server.sessions.poller import PollScheduler, Watch
 from avatar_server.store.budget import BudgetStore
+from avatar_server.store import keys
 from avatar_server.store.connection import client_from_url
 from avatar_server.store.room import RoomStore
 from avatar_server.upstream.budget import PRIORITY, RequestBudget, reserve_for
@@ -124,9 +125,16 @@ async def test_a_lagging_loop_refuses_starts_then_recovers() -> None:
         assert caught.value.code == "server_busy" and caught.value.headers["Retry-After"] == "2"
         await asyncio.sleep(1.2)  # a quiet second later
         monitor.check()
-        in_use[0] = 1.0  # a saturated pool (every connection in use) refuses too
-        with pytest.raises(ServerBusy):
+        in_use[0] = 1.0  # a pool full for an instant is not saturation ...
+        await asyncio.sleep(0.15)
+        monitor.check()
+        await asyncio.sleep(0.7)  # ... one full at most beats of the last second is: it refuses too
+        with pytest.raises(ServerBusy) as caught:
             monitor.check()
+        assert "redis pool saturated" in caught.value.message
+        in_use[0] = 0.5
+        await asyncio.sleep(1.1)
+        monitor.check()
     finally:
         await monitor.close()
         await monitor.close()  # idempotent
@@ -183,5 +191,33 @@ async def test_leases_of_watches_and_of_running_steps_are_renewed_together(redis
         await asyncio.sleep(0.2)  # past the first TTL: all three were renewed
         assert await store.renew_leases(["s", "creating", "finishing"], "other", 5) == [False] * 3
         assert sched.watches == {"s": w}
+    finally:
+        await r.aclose()
+
+
+async def test_a_learned_limit_counts_only_holders_the_upstream_answered_as_running(redis_url: str) -> None:
+    """The flash-crowd bench learned 880 for an upstream of 40: it counted every slot holder, those
+    whose create was still waiting for the budget and those no poll had answered yet. Only holders
+    seen running count; the limit so learned is a lower bound, so later answers only raise it."""
+    r = client_from_url(redis_url)
+    try:
+        room = RoomStore(r)
+        holders = [f"s{i}" for i in range(10)]
+        for sid in holders:  # no limit known yet: everyone takes a slot
+            assert (await room.enter(sid, "A", limit=0, size=100)).go
+        for sid in holders[:3]:
+            await room.running(sid)
+        # s9 answered queued: three seen running (s3..s8 not answered yet, or their create not left)
+        assert await room.learn_limit("s9") == 3
+        snap = await room.snapshot(0)
+        assert (snap.limit, snap.learned, snap.alive) == (3, True, 10)
+        assert not (await room.enter("late", "A", limit=0, size=100)).go  # 10 alive ≥ 3: it waits
+        for sid in holders[3:6]:
+            await room.running(sid)
+        assert await room.learn_limit("s8") == 6  # more seen running: raised
+        await room.release("s0")
+        await room.release("s1")
+        assert await room.learn_limit("s7") == 6  # fewer counted now, but never lowered
+        assert not await r.sismember(keys.room_running(), "s0")  # a release forgets it ran
     finally:
         await r.aclose()
