@@ -104,6 +104,13 @@ class SignalBroker:
                     await transport.close(1008, event["code"])
                     return False
                 continue
+            if kind == "resync":  # the event bus lost its subscription a moment: re-read the record
+                rec = await svc.get(session_id)
+                if rec.status is SessionStatus.ENDED:
+                    await self._send_ended(transport, rec)
+                    return True
+                event = await svc.status_frame(rec)
+                kind = "status"
             if kind == "ended":
                 rec = await svc.get(session_id)
                 await self._send_ended(transport, rec)

@@ -9,6 +9,9 @@ from datetime import datetime
 
 import aiohttp
 
+from avatar_server import appkeys as K
+from avatar_server.store.connection import client_from_url
+
 from ..harness import EngineHarness, ServerHarness, upstream_final
 
 PRESET = {"type": "runway-preset", "presetId": "influencer"}
@@ -159,3 +162,35 @@ async def test_reconnect_within_grace_keeps_session(server: ServerHarness) -> No
             await ws.send_str('{"type":"end"}')
             while json.loads((await ws.receive(timeout=5)).data)["type"] != "ended":
                 pass
+
+
+async def test_an_end_published_while_the_bus_was_cut_still_reaches_the_socket(
+        server: ServerHarness, redis_url: str, monkeypatch) -> None:
+    """Events published while the event bus has lost its Redis subscription are not heard. Here
+    the ``ended`` event is lost for sure (its publish is dropped), then the bus's subscription is
+    killed in Redis: once subscribed again, the broker re-reads the record and tells the client."""
+    status, created = await server.admin("POST", "/v1/sessions", {"avatar": PRESET})
+    assert status == 201, created
+    url = created["signalUrl"] + "?token=" + created["clientToken"]
+    bus = server.app[K.SESSIONS].bus
+    publish = bus.publish
+
+    async def lossy(session_id: str, event: dict) -> None:
+        if event.get("type") != "ended":
+            await publish(session_id, event)
+
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        while json.loads((await ws.receive(timeout=10)).data)["type"] != "credentials":
+            pass
+        monkeypatch.setattr(bus, "publish", lossy)
+        status, _ = await server.admin("DELETE", f"/v1/sessions/{created['id']}")
+        assert status in (200, 204)
+        r = client_from_url(redis_url)
+        try:
+            assert await r.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+        finally:
+            await r.aclose()
+        frame = json.loads((await ws.receive(timeout=10)).data)
+        while frame["type"] != "ended":
+            frame = json.loads((await ws.receive(timeout=10)).data)
+        assert frame["reason"] == "admin", frame
