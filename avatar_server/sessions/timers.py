@@ -16,6 +16,8 @@ most that many reads (and pooled connections) per instance, and the ends (``prov
 ``ready``, ``cap``, ``abandon``), warnings and cancel retries never queue behind them. A
 claim takes at most ``CLAIM_LIMIT`` timers, earliest due first; one that comes back full is
 followed at once by another, so a backlog drains within a tick.
+A handler that meets a Redis outage tries again every ``STORE_RETRY`` s while it holds its claim,
+so a deadline claimed the instant Redis went away fires as soon as Redis is back.
 
 | kind       | fires                               | does                                       |
 |------------|-------------------------------------|--------------------------------------------|
@@ -55,6 +57,7 @@ CLAIM_LEASE = 30.0
 CLAIM_LIMIT = 100  # timers per claim; a full claim is followed at once by another
 HANDLER_TIMEOUT = 25.0  # < CLAIM_LEASE: a handler still running when its claim runs out is gone by then
 MAX_CHECKS = 16  # upstream status reads for `check` timers in flight at once, per instance
+STORE_RETRY = 0.25  # s: a handler that met a Redis outage tries again this often, within its claim
 CLOSE_GRACE = 2.0  # seconds close() lets in-flight ends finish before cancelling them
 SWEEP_EVERY = 15.0
 
@@ -161,9 +164,9 @@ class TimerLoop:
             async with asyncio.timeout(HANDLER_TIMEOUT):
                 if kind is TimerKind.CHECK:
                     async with self._check_slots:  # only checks wait for these: ends never do
-                        await self._handle(kind, session_id, arg)
+                        await self._handle_while_claimed(kind, session_id, arg)
                 else:
-                    await self._handle(kind, session_id, arg)
+                    await self._handle_while_claimed(kind, session_id, arg)
         except NotFound:
             pass
         except AvatarServerError as exc:
@@ -181,6 +184,18 @@ class TimerLoop:
         except Exception as exc:  # Redis away: it comes due again after the claim lease, and is a no-op then
             log.warning("timer %s could not be marked done: %s", kind, type(exc).__name__,
                         extra={"session_id": session_id})
+
+    async def _handle_while_claimed(self, kind: TimerKind | str, session_id: str, arg: str) -> None:
+        """Handle the timer; while Redis does not answer, try again every ``STORE_RETRY`` s (within the
+        handler's time, so within the claim): a timer claimed the instant Redis went away fires as
+        soon as it is back, not a whole claim lease later."""
+        while True:
+            try:
+                return await self._handle(kind, session_id, arg)
+            except Exception as exc:
+                if self._closed or store_unavailable(exc) is None:
+                    raise
+            await asyncio.sleep(STORE_RETRY)
 
     async def _handle(self, kind: TimerKind | str, session_id: str, arg: str) -> None:
         svc = self.svc

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from avatar_server.errors import NotFound
 from avatar_server.models.sessions import EndReason, SessionStatus
@@ -134,5 +135,37 @@ async def test_a_handler_past_its_time_limit_is_cut_and_comes_due_again(
         # still claimed: due again when the claim runs out, on this instance or another
         score = await svc.store.r.zscore(keys.timers(), "check:s0")
         assert score is not None and score >= claimed_at + timers_mod.CLAIM_LEASE - 1
+    finally:
+        await loop.close()
+
+
+async def test_a_cap_claimed_as_redis_goes_away_fires_when_it_is_back_not_a_lease_later(svc: StubService) -> None:
+    """The cap was claimed, then the store stopped answering under its handler (here: the first
+    three reads of the record raise redis-py's ConnectionError). It is handled again within its
+    claim as soon as the store answers, instead of waiting out the 30 s claim lease."""
+    svc.running("s1")
+    get = svc.get
+    failures = [RedisConnectionError("Connection refused")] * 3
+
+    async def flaky_get(session_id: str) -> Any:
+        if failures:
+            raise failures.pop()
+        return await get(session_id)
+
+    svc.get = flaky_get  # type: ignore[method-assign]
+    await due(svc, "cap:s1")
+    loop = TimerLoop(svc)
+    loop.start()
+    try:
+        for _ in range(100):
+            if "s1" in svc.ended:
+                break
+            await asyncio.sleep(0.05)
+        assert svc.ended == {"s1": EndReason.CAP} and failures == []
+        for _ in range(40):  # and it is marked done, not left claimed
+            if await svc.store.r.zscore(keys.timers(), "cap:s1") is None:
+                break
+            await asyncio.sleep(0.05)
+        assert await svc.store.r.zscore(keys.timers(), "cap:s1") is None
     finally:
         await loop.close()
