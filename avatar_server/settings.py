@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .engine.config import EngineConfigError, parse_ice_servers
 from .errors import ConfigError
+from .ice import parse_ice_servers
 
 DEFAULT_RUNWAY_BASE_URL = "https://api.dev.runwayml.com"
 MAX_CAP_SECONDS = 300
@@ -87,11 +87,11 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network 
 
 
 def _ice_servers(text: str) -> list[dict[str, Any]]:
-    """``AVATAR_ENGINE_ICE_SERVERS`` is the engine's setting (its peer uses it); the server hands the
-    same list to browsers with ``webrtc`` credentials, read by the engine's own parser."""
+    """``AVATAR_ENGINE_ICE_SERVERS``: the engine's peer uses it, and the server hands the same list
+    to browsers with ``webrtc`` credentials (one parser for both: ``ice``)."""
     try:
         return parse_ice_servers(text)
-    except EngineConfigError as exc:
+    except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
 

@@ -7,7 +7,7 @@ import contextlib
 from aiohttp import WSMsgType, web
 
 from ..appkeys import BROKER, SESSIONS, SOCKETS
-from ..signalling.protocol import MAX_CLIENT_MESSAGE_BYTES
+from ..models.signal import MAX_CLIENT_MESSAGE_BYTES
 from .auth import signal_principal
 from .params import path_id
 

@@ -27,7 +27,6 @@ A bad value raises ``engine.errors.EngineConfigError`` naming the variable.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Mapping
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from avatar_server.engine.errors import EngineConfigError
+from avatar_server.ice import parse_ice_servers
 
 DelayKind = Literal["fixed", "uniform", "lognormal"]
 _KINDS: tuple[str, ...] = ("fixed", "uniform", "lognormal")
@@ -165,7 +165,10 @@ class EngineConfig:
         if (text := get("AVATAR_ENGINE_MAX_DURATION")) is not None:
             kwargs["max_duration_limit"] = _int("AVATAR_ENGINE_MAX_DURATION", text, minimum=1)
         if (text := get("AVATAR_ENGINE_ICE_SERVERS")) is not None:
-            kwargs["ice_servers"] = parse_ice_servers(text)
+            try:
+                kwargs["ice_servers"] = parse_ice_servers(text)
+            except ValueError as exc:
+                raise EngineConfigError(str(exc)) from None
         if (text := get("AVATAR_ENGINE_SEED")) is not None:
             kwargs["seed"] = _int("AVATAR_ENGINE_SEED", text)
         return cls(**kwargs)  # type: ignore[arg-type]
@@ -203,14 +206,3 @@ def _positive_float(name: str, text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise EngineConfigError(f"{name}: expected a number of seconds > 0, got {text!r}")
     return value
-
-
-def parse_ice_servers(text: str) -> list[dict[str, Any]]:
-    """``AVATAR_ENGINE_ICE_SERVERS``: a JSON list of RTCIceServer objects (each with ``urls``)."""
-    try:
-        servers = json.loads(text)
-    except json.JSONDecodeError:
-        servers = None
-    if not isinstance(servers, list) or not all(isinstance(x, dict) and "urls" in x for x in servers):
-        raise EngineConfigError('AVATAR_ENGINE_ICE_SERVERS must be a JSON list like [{"urls": "stun:host:3478"}]')
-    return servers

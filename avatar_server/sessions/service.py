@@ -34,8 +34,8 @@ from ..models.sessions import (
     SessionStatus,
     sources_of,
 )
+from ..models.signal import ended_message, status_message
 from ..runway import RealtimeStatus
-from ..signalling.protocol import ended_message, status_message
 from ..store.events import EventBus
 from ..store.sessions import SessionStore, TransitionRefused
 from ..upstream import UpstreamClient

@@ -41,8 +41,8 @@ from typing import Any, Protocol
 
 from ..errors import AvatarServerError, NotFound
 from ..models.sessions import EndReason, SessionRecord, SessionStatus, sources_of
+from ..models.signal import warning_message
 from ..runway import RealtimeStatus
-from ..signalling.protocol import warning_message
 from ..store.events import EventBus
 from ..store.health import store_unavailable
 from ..store.sessions import SessionStore

@@ -20,8 +20,7 @@ from typing import Any, Protocol
 
 from ..errors import AvatarServerError
 from ..models.sessions import EndReason, SessionRecord, SessionStatus, iso
-from ..sessions.service import SessionService
-from .protocol import (
+from ..models.signal import (
     PONG,
     ProtocolError,
     credentials_message,
@@ -30,6 +29,7 @@ from .protocol import (
     error_message,
     parse_client,
 )
+from ..sessions.service import SessionService
 
 log = logging.getLogger("avatar_server.signal")
 

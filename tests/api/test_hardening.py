@@ -9,8 +9,8 @@ import json
 import aiohttp
 import pytest
 
+from avatar_server.models.signal import MAX_CLIENT_MESSAGE_BYTES
 from avatar_server.signalling.broker import RATE_MAX
-from avatar_server.signalling.protocol import MAX_CLIENT_MESSAGE_BYTES
 
 from ..harness import ADMIN_TOKEN, ServerHarness, make_settings
 

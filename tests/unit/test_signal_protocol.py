@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from avatar_server.signalling.protocol import ProtocolError, credentials_message, dump, parse_client
+from avatar_server.models.signal import ProtocolError, credentials_message, dump, parse_client
 
 
 @pytest.mark.parametrize("text,kind", [('{"type":"end"}', "end"), ('{"type":"ping","x":1}', "ping")])
