@@ -128,13 +128,6 @@ class EngineState:
     def active_count(self) -> int:
         return sum(1 for s in self.sessions.values() if s.counts_toward_limit)
 
-    def verify_rtc_token(self, id: str, token: str) -> EngineSession | None:
-        """The live session whose consume issued ``token``, else None (for the media peer)."""
-        session = self.sessions.get(id)
-        if session is None or session.rtc_token is None or not session.media_allowed:
-            return None
-        return session if hmac.compare_digest(session.rtc_token, token) else None
-
     def add_listener(self, fn: Listener) -> None:
         self._listeners.append(fn)
 

@@ -270,10 +270,6 @@ class CatalogStore:
     async def linked(self, avatar_id: str) -> set[str]:
         return set(await self.r.smembers(keys.kb_avatar_documents(avatar_id)))
 
-    async def total_tokens(self, avatar_id: str) -> int:
-        docs = await self.documents(await self.linked(avatar_id))
-        return sum(int(d["tokens"]) for d in docs if d is not None)
-
     async def set_links(self, avatar_id: str, document_ids: Iterable[str], *, limit: int | None) -> LinkResult:
         """Replace the avatar's linked documents in one step — unless a document is unknown, or (with
         ``limit``) the new total passes the limit while raising the current one."""

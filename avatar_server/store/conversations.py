@@ -194,9 +194,6 @@ class ConversationStore:
             p.hdel(keys.conversation_attempts(), conv_id)
             await p.execute()
 
-    async def pending_count(self) -> int:
-        return int(await self._r.zcard(keys.conversations_pending()))
-
     # -- usage ---------------------------------------------------------------------------------
 
     async def usage_days(self, days: list[str]) -> list[dict[str, int]]:

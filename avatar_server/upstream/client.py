@@ -3,7 +3,7 @@
 One object for callers, put together from the parts, each in a module of its own:
 
 - ``transport.Transport`` — the httpx client, the request budget's gate, retries, the
-  non-idempotent rules, ``request_json`` for any other call, ``close()``;
+  non-idempotent rules, ``close()``;
 - ``sessions.RealtimeSessionCalls`` — realtime sessions (create, status, cancel, consume,
   connect_backend, ping), their conversations and the usage report;
 - ``catalog.CatalogCalls`` — avatars, knowledge documents and custom voices;

@@ -137,38 +137,6 @@ class Transport:
 
     # -- any call ----------------------------------------------------------
 
-    async def request_json(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: dict[str, Any] | None = None,
-        op: str = "other",
-        retry_statuses: frozenset[int] | None = None,
-        ambiguous_on_transport_error: bool = False,
-    ) -> Any:
-        """Any upstream call; parsed JSON, or None for 204 / an empty body.
-
-        ``ambiguous_on_transport_error=True`` marks the call non-idempotent (see the module
-        docstring); pair it with ``retry_statuses=CREATE_RETRYABLE_STATUSES``.
-        """
-        resp, _ = await self._send(
-            method.upper(),
-            path,
-            op=op,
-            json=json,
-            params=params,
-            retry_statuses=RETRYABLE_STATUSES if retry_statuses is None else frozenset(retry_statuses),
-            non_idempotent=ambiguous_on_transport_error,
-        )
-        if resp.status_code == 204 or not resp.content:
-            return None
-        try:
-            return resp.json()
-        except ValueError as exc:
-            raise malformed(op, exc) from exc
-
     # -- shapes of answers (for the calls of ``sessions`` and ``catalog``) ---
 
     async def _create(self, path: str, body: dict[str, Any], op: str) -> dict[str, Any]:

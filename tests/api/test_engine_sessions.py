@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from avatar_server.engine import ENGINE_STATE, Delay, EngineConfig, create_engine_app
+from avatar_server.engine.http.rtc import rtc_token_ok
 from avatar_server.runway import RealtimeStatus
 
 from ..catalog_helpers import validate
@@ -141,15 +142,15 @@ async def test_consume_once_then_409_and_running(make_engine: EngineFactory) -> 
     assert creds["url"] == str(client.make_url(f"/v1/rtc/{id}"))
     assert creds["token"] and creds["token"] != key and creds["roomName"]
     assert (await get(client, id))["status"] == "READY"  # until its media connects, as Runway's
-    assert client.app[ENGINE_STATE].verify_rtc_token(id, creds["token"]) is not None
-    assert client.app[ENGINE_STATE].verify_rtc_token(id, "nope") is None
+    assert rtc_token_ok(client.app[ENGINE_STATE].sessions[id], creds["token"])
+    assert not rtc_token_ok(client.app[ENGINE_STATE].sessions[id], "nope")
 
     again = await assert_error(await consume(client, id, key), 409)
     assert again["error"] == "Session already consumed"
     client.app[ENGINE_STATE].mark_connected(id)  # what the media peer calls when media flows
     assert (await get(client, id))["status"] == "RUNNING"
     await assert_error(await consume(client, id, key), 409)
-    assert client.app[ENGINE_STATE].verify_rtc_token(id, creds["token"]) is not None
+    assert rtc_token_ok(client.app[ENGINE_STATE].sessions[id], creds["token"])
 
 
 async def test_consumed_but_never_connected_fails(make_engine: EngineFactory) -> None:

@@ -8,8 +8,8 @@ import time
 
 from avatar_server.models.sessions import SessionRecord, SessionStatus
 from avatar_server.sessions.poller import PollScheduler, Watch
-from avatar_server.store.budget import BudgetStore
 from avatar_server.store import keys
+from avatar_server.store.budget import BudgetStore
 from avatar_server.store.connection import client_from_url
 from avatar_server.store.room import RoomStore
 from avatar_server.upstream.budget import PRIORITY, RequestBudget, reserve_for

@@ -160,19 +160,6 @@ async def test_cancel_true_on_204_false_on_404(sleep: FakeSleep) -> None:
     assert client.stats["cancel"] == 2
 
 
-async def test_request_json_passes_params_and_returns_none_for_204(sleep: FakeSleep) -> None:
-    upstream = Upstream(httpx.Response(200, json={"data": [], "hasMore": False}), httpx.Response(204))
-    async with make_client(upstream, sleep) as client:
-        page = await client.request_json("GET", "/v1/avatars", params={"limit": 5}, op="avatars.list")
-        gone = await client.request_json("DELETE", "/v1/avatars/x", op="avatars.delete")
-    assert page == {"data": [], "hasMore": False} and gone is None
-    assert upstream.requests[0].url.params["limit"] == "5"
-    assert client.stats["avatars.list"] == 1 and client.stats["total"] == 2
-
-
-# -- retries ------------------------------------------------------------------
-
-
 async def test_429_retry_after_is_honoured(sleep: FakeSleep, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="avatar_server.upstream")
     upstream = Upstream(err(429, "slow down", {"Retry-After": "2"}), session("RUNNING"))
