@@ -8,14 +8,13 @@ and the request bodies. No I/O here.
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from avatar_server.models.common import NoControls, TextControls
-from avatar_server.runway import UUID4_PATTERN, iso_ms
+from avatar_server.runway import UUID4_PATTERN, is_uuid4, iso_ms
 
 
 class SessionStatus(StrEnum):
@@ -132,16 +131,12 @@ class SessionConnect(SessionOptions):
 
     def to_create(self) -> SessionCreate:
         ref: dict[str, Any]
-        if _is_uuid(self.avatarId):
+        if is_uuid4(self.avatarId):
             ref = {"type": "custom", "avatarId": self.avatarId}
         else:
             ref = {"type": "runway-preset", "presetId": self.avatarId}
         data = self.model_dump(exclude={"avatarId"}, exclude_none=True)
         return SessionCreate.model_validate({"avatar": ref, **data})
-
-
-def _is_uuid(value: str) -> bool:
-    return re.fullmatch(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", value) is not None
 
 
 class SessionRecord(BaseModel):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from avatar_server import jsonlimits
-from avatar_server.models.sessions import END_MESSAGES, EndReason, SessionRecord, iso
+from avatar_server.models.sessions import END_MESSAGES, EndReason, SessionRecord, SessionStatus, iso
 
 MAX_CLIENT_MESSAGE_BYTES = 1024
 CLIENT_TYPES = ("end", "ping")
@@ -80,8 +80,14 @@ def credentials_message(
 
 
 def status_message(rec: SessionRecord) -> dict[str, Any]:
-    """The ``status`` frame of a session (one waiting in the room: ``sessions.room.waiting_frame``)."""
+    """The ``status`` frame of a session (one waiting in the room: ``waiting_message``)."""
     return {"type": "status", "status": rec.status.value, "queued": rec.queued, "endsAt": iso(rec.endsAt)}
+
+
+def waiting_message(position: int, eta_seconds: float | None) -> dict[str, Any]:
+    """The ``status`` frame of a start waiting in the room: its place in line and the expected wait."""
+    return {"type": "status", "status": SessionStatus.PROVISIONING.value, "queued": True, "position": position,
+            "etaSeconds": eta_seconds, "endsAt": None}
 
 
 def ended_message(reason: EndReason | None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import ServerBusy
+from ..models.signal import waiting_message
 from ..store.room import Entered, RoomSnapshot, RoomStore
 
 log = logging.getLogger("avatar_server.room")
@@ -190,7 +191,7 @@ class WaitingRoom:
                     if q.full():
                         with contextlib.suppress(asyncio.QueueEmpty):
                             q.get_nowait()
-                    q.put_nowait(waiting_frame(pos, await self.eta(pos)))
+                    q.put_nowait(waiting_message(pos, await self.eta(pos)))
         await self.store.set_shown(lower)
 
     async def close(self) -> None:
@@ -201,8 +202,3 @@ class WaitingRoom:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-
-
-def waiting_frame(position: int, eta: float | None) -> dict[str, Any]:
-    return {"type": "status", "status": "PROVISIONING", "queued": True, "position": position,
-            "etaSeconds": eta, "endsAt": None}

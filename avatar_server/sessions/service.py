@@ -34,7 +34,7 @@ from ..models.sessions import (
     SessionStatus,
     sources_of,
 )
-from ..models.signal import ended_message, status_message
+from ..models.signal import ended_message, status_message, waiting_message
 from ..runway import RealtimeStatus
 from ..store.events import EventBus
 from ..store.sessions import SessionStore, TransitionRefused
@@ -51,7 +51,7 @@ from .lifecycle import (
 from .provisioner import Provisioner
 from .reconcile import CreateReconciler
 from .recovery import Recovery
-from .room import WaitingRoom, waiting_frame
+from .room import WaitingRoom
 from .tasks import SessionTasks
 from .timer_names import WARNINGS, TimerKind, session_timers
 
@@ -334,7 +334,7 @@ class SessionService:
         if rec.inRoom and rec.status is SessionStatus.PROVISIONING:
             waiting = await self.room.waiting(rec.id)
             if waiting is not None:
-                return waiting_frame(*waiting)
+                return waiting_message(*waiting)
         return status_message(rec)
 
     # --- recovery and shutdown -------------------------------------------------------
