@@ -131,7 +131,7 @@ class Settings:
     # AVATAR_ENGINE_ICE_SERVERS list the engine's peer uses. Empty: host candidates only.
     ice_servers: tuple[dict[str, Any], ...] = ()
     # Load (docs/architecture.md, "The waiting room and the request budget"): the most upstream
-    # sessions alive at once (0: unknown, learned from the upstream's first queued answer), the
+    # sessions alive at once (0: unknown, learned from the upstream's queued answers), the
     # most upstream requests per second (all instances together), the most starts waiting.
     upstream_concurrency: int = 0
     upstream_max_rps: int = 50

@@ -142,7 +142,7 @@ class WaitingRoomView(BaseModel):
     size: int = Field(description="AVATAR_SERVER_WAITING_ROOM_SIZE")
     upstreamAlive: int = Field(description="upstream sessions held (created or being created, not terminal)")
     upstreamLimit: int | None = Field(description="the concurrency in force; null while none is known")
-    limitLearned: bool = Field(description="the limit was learned from the upstream's first queued answer")
+    limitLearned: bool = Field(description="the limit was learned from the upstream's queued answers")
     etaPerPlaceSeconds: float = Field(description="measured time between starts served from the room")
     lanes: list[WaitingLane]
     budget: BudgetView
