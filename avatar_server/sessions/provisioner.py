@@ -61,6 +61,7 @@ class ProvisionerOwner(Protocol):
     async def end_for_upstream(self, rec: SessionRecord, status: RealtimeStatus, *, duration: int | None,
                                failure: str | None) -> None: ...
     async def free_slot(self, session_id: str) -> None: ...
+    async def start_granted(self, session_ids: list[str]) -> None: ...
     async def cancel_upstream(self, session_id: str, upstream_id: str) -> bool: ...
     async def publish_status(self, rec: SessionRecord) -> None: ...
 
@@ -184,7 +185,7 @@ class Provisioner:
         if not w.seen_running and (state.status is RealtimeStatus.READY
                                    or (state.status is RealtimeStatus.NOT_READY and not state.queued)):
             w.seen_running = True  # it holds one of the upstream's slots: counts when the limit is learned
-            await self.room.upstream_running(rec.id)
+            await self.sessions.start_granted(await self.room.upstream_running(rec.id))
         if state.status is RealtimeStatus.READY and state.sessionKey:
             provisioned = time.monotonic() - w.started
             self.tasks.spawn(rec.id, self._guarded(rec, self._finish(rec, w.upstream_id, state.sessionKey, provisioned)))

@@ -25,6 +25,7 @@ log = logging.getLogger("avatar_server.room")
 ADMIN_LANE = "admin"
 
 EndsOf = Callable[[list[str]], Awaitable[list[float | None]]]
+PROBE_WINDOW = 10  # with no limit known: at most this many slot holders not yet answered as running
 ANNOUNCE_EVERY = 1.0  # seconds: the most often a waiting socket hears its place
 RATE_CACHE = 1.0
 
@@ -50,7 +51,8 @@ class WaitingRoom:
         """Take a slot (``go``) or a place in line; refuse with 503 ``server_busy`` when full."""
         if not self.enabled:
             return Entered(go=True)
-        entered = await self.store.enter(session_id, lane, limit=self.configured_limit, size=self.size)
+        entered = await self.store.enter(session_id, lane, limit=self.configured_limit, size=self.size,
+                                         probe=self._probe)
         if entered.full:
             raise ServerBusy(
                 f"the waiting room is full ({entered.waiting} waiting); please try again shortly",
@@ -61,7 +63,7 @@ class WaitingRoom:
     async def grant(self) -> list[str]:
         if not self.enabled:
             return []
-        return await self.store.grant(limit=self.configured_limit)
+        return await self.store.grant(limit=self.configured_limit, probe=self._probe)
 
     async def release(self, session_id: str) -> list[str]:
         """Give back a slot; returns the waiting starts it (and any other free slot) now serves."""
@@ -79,11 +81,17 @@ class WaitingRoom:
         """Whether the limit is learned from the upstream's answers (no configured limit)."""
         return self.enabled and not self.configured_limit
 
-    async def upstream_running(self, session_id: str) -> None:
+    @property
+    def _probe(self) -> int:
+        return PROBE_WINDOW if self.learns else 0
+
+    async def upstream_running(self, session_id: str) -> list[str]:
         """The upstream answered ``session_id`` as holding one of its slots (not queued): with no
-        configured limit, it counts when the limit is learned."""
-        if self.learns:
-            await self.store.running(session_id)
+        configured limit, it counts when the limit is learned, and it leaves the probe window, so
+        the waiting starts that now fit are served (returned, to be started)."""
+        if not self.learns or not await self.store.running(session_id):
+            return []
+        return await self.grant()
 
     async def upstream_queued(self, session_id: str) -> None:
         """The upstream queued ``session_id``: with no configured limit, it is full — learn its limit."""

@@ -24,14 +24,31 @@ from dataclasses import dataclass
 from . import keys
 from .connection import Redis
 
-# KEYS: order, members, lane tags, clock, seq, alive, learned limit
-# ARGV: session id, lane, configured limit (0: learned or none), room size, now
+# A slot is free when fewer than ``limit`` hold one. With no limit known yet and a probe window
+# (learning), when the holders not yet answered as running are fewer than the window: ``probe``,
+# or a quarter of those running if more (it grows with the upstream's proven capacity, as TCP's
+# slow start does). So the first ``queued`` answer comes while only that many starts have gone
+# upstream unconfirmed, and those are all the upstream may queue beyond its limit.
+_FREE = """
+local function free(alive_key, running_key, limit, probe)
+  local alive = redis.call('ZCARD', alive_key)
+  if limit > 0 then return alive < limit end
+  if probe > 0 then
+    local running = redis.call('SCARD', running_key)
+    return alive - running < math.max(probe, math.floor(running / 4))
+  end
+  return true
+end
+"""
+
+# KEYS: order, members, lane tags, clock, seq, alive, learned limit, running
+# ARGV: session id, lane, configured limit (0: learned or none), room size, now, probe window
 #   → {1} go (slot taken), {0, position} waiting, {2, waiting} room full
-_ENTER = """
+_ENTER = _FREE + """
 local limit = tonumber(ARGV[3])
 if limit == 0 then limit = tonumber(redis.call('GET', KEYS[7]) or '0') end
 local waiting = redis.call('ZCARD', KEYS[1])
-if waiting == 0 and (limit == 0 or redis.call('ZCARD', KEYS[6]) < limit) then
+if waiting == 0 and free(KEYS[6], KEYS[8], limit, tonumber(ARGV[6])) then
   redis.call('ZADD', KEYS[6], ARGV[5], ARGV[1])
   return {1, 0}
 end
@@ -47,15 +64,15 @@ redis.call('HSET', KEYS[2], ARGV[1], member)
 return {0, redis.call('ZRANK', KEYS[1], member) + 1}
 """
 
-# KEYS: order, members, clock, alive, learned limit, grants, shown
-# ARGV: configured limit, now, max grants, session record key template ("?" = id)
+# KEYS: order, members, clock, alive, learned limit, grants, shown, running
+# ARGV: configured limit, now, max grants, session record key template ("?" = id), probe window
 #   → ids granted a slot (their record's inRoom set false)
-_GRANT = """
+_GRANT = _FREE + """
 local limit = tonumber(ARGV[1])
 if limit == 0 then limit = tonumber(redis.call('GET', KEYS[5]) or '0') end
 local out = {}
 while #out < tonumber(ARGV[3]) do
-  if limit > 0 and redis.call('ZCARD', KEYS[4]) >= limit then break end
+  if not free(KEYS[4], KEYS[8], limit, tonumber(ARGV[5])) then break end
   local head = redis.call('ZPOPMIN', KEYS[1])
   if not head[1] then break end
   local member = head[1]
@@ -80,6 +97,13 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 if not member then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], member)
+return 1
+"""
+
+# KEYS: alive, running; ARGV: session id → 1 if marked (it holds a slot), else 0
+_RUNNING = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 """
 
@@ -140,13 +164,16 @@ class RoomStore:
         self._grant = redis.register_script(_GRANT)
         self._leave = redis.register_script(_LEAVE)
         self._learn = redis.register_script(_LEARN)
+        self._running = redis.register_script(_RUNNING)
         self._position = redis.register_script(_POSITION)
 
-    async def enter(self, session_id: str, lane: str, *, limit: int, size: int) -> Entered:
+    async def enter(self, session_id: str, lane: str, *, limit: int, size: int, probe: int = 0) -> Entered:
+        """Take a slot or a place in line. ``probe``: with no limit known, at most this many holders
+        not yet answered as running (0: no such bound)."""
         code, n = await self._enter(
             keys=[keys.room_order(), keys.room_members(), keys.room_lane_tags(), keys.room_clock(),
-                  keys.room_seq(), keys.room_alive(), keys.room_learned_limit()],
-            args=[session_id, lane, limit, size, time.time()],
+                  keys.room_seq(), keys.room_alive(), keys.room_learned_limit(), keys.room_running()],
+            args=[session_id, lane, limit, size, time.time(), probe],
         )
         if code == 1:
             return Entered(go=True)
@@ -154,12 +181,12 @@ class RoomStore:
             return Entered(go=False, full=True, waiting=int(n))
         return Entered(go=False, position=int(n))
 
-    async def grant(self, *, limit: int, most: int = 100) -> list[str]:
+    async def grant(self, *, limit: int, most: int = 100, probe: int = 0) -> list[str]:
         """Serve waiting starts while slots are free; returns the ids now holding a slot."""
         return list(await self._grant(
             keys=[keys.room_order(), keys.room_members(), keys.room_clock(), keys.room_alive(),
-                  keys.room_learned_limit(), keys.room_grants(), keys.room_shown()],
-            args=[limit, time.time(), most, keys.session("?")],
+                  keys.room_learned_limit(), keys.room_grants(), keys.room_shown(), keys.room_running()],
+            args=[limit, time.time(), most, keys.session("?"), probe],
         ))
 
     async def leave(self, session_id: str) -> bool:
@@ -175,9 +202,10 @@ class RoomStore:
             removed, _ = await p.execute()
         return bool(removed)
 
-    async def running(self, session_id: str) -> None:
-        """The upstream answered ``session_id`` as holding one of its slots (not queued)."""
-        await self.r.sadd(keys.room_running(), session_id)
+    async def running(self, session_id: str) -> bool:
+        """The upstream answered ``session_id`` as holding one of its slots (not queued). False if it
+        holds no slot of ours (it ended meanwhile): nothing is marked."""
+        return bool(await self._running(keys=[keys.room_alive(), keys.room_running()], args=[session_id]))
 
     async def learn_limit(self, queued_id: str) -> int:
         """The upstream queued ``queued_id``: learn its concurrency from the sessions it runs now."""

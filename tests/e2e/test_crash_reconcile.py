@@ -124,8 +124,10 @@ async def eventually(check: Any, timeout: float, what: str) -> Any:
 async def test_crash_with_creates_in_flight_cancels_what_they_made(
     tmp_path: Path, redis_url: str, engine: EngineHarness
 ) -> None:
+    # the upstream's concurrency is set: with it unknown, only a probe window of starts would go
+    # upstream before the first answers, and this test needs all 20 creates in flight at once
     server = ServerProcess(tmp_path, redis_url, engine, AVATAR_SERVER_LEASE_SECONDS="2",
-                           AVATAR_SERVER_UPSTREAM_TIMEOUT_SECONDS="10")
+                           AVATAR_SERVER_UPSTREAM_TIMEOUT_SECONDS="10", AVATAR_SERVER_UPSTREAM_CONCURRENCY="100")
     await server.start()
     try:
         await engine.control("POST", "/faults", {"rules": [

@@ -221,3 +221,25 @@ async def test_a_learned_limit_counts_only_holders_the_upstream_answered_as_runn
         assert not await r.sismember(keys.room_running(), "s0")  # a release forgets it ran
     finally:
         await r.aclose()
+
+
+async def test_with_no_limit_known_at_most_the_probe_window_goes_upstream_unconfirmed(redis_url: str) -> None:
+    """Learning (setting 0, nothing learned yet): a start takes a slot only while fewer than the probe
+    window's holders are not yet answered as running, so a crowd does not all go upstream before
+    the upstream's first ``queued`` answer; each holder seen running lets the next one in."""
+    r = client_from_url(redis_url)
+    try:
+        room = RoomStore(r)
+        for i in range(3):
+            assert (await room.enter(f"s{i}", "A", limit=0, size=100, probe=3)).go
+        late = [await room.enter(f"w{i}", "A", limit=0, size=100, probe=3) for i in range(2)]
+        assert [(e.go, e.position) for e in late] == [(False, 1), (False, 2)]
+        assert await room.grant(limit=0, probe=3) == []  # three unconfirmed: no room yet
+        assert await room.running("s0")
+        assert await room.grant(limit=0, probe=3) == ["w0"]  # s0 answered running: w0 goes
+        assert not await room.running("nobody")  # holds no slot: nothing marked
+        assert await room.learn_limit("w0") == 1  # then the upstream queues w0: s0 is all it runs
+        assert await room.grant(limit=0, probe=3) == []  # the learned limit (1) rules now
+        assert (await room.snapshot(0)).limit == 1
+    finally:
+        await r.aclose()
