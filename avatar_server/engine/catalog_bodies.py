@@ -193,16 +193,7 @@ class ListQuery:
 def parse_list_query(query: Mapping[str, str], *, documents: bool, member_ok: Any) -> ListQuery:
     """``limit`` (1–100, default 50), ``cursor``; for documents also ``sort`` and ``order``."""
     issues = Issues()
-    limit = LIMIT_DEFAULT
-    if "limit" in query:
-        try:
-            limit = int(query["limit"])
-        except ValueError:
-            issues.add("invalid_type", ["limit"], "Expected integer")
-        else:
-            if not 1 <= limit <= LIMIT_MAX:
-                issues.add("too_small" if limit < 1 else "too_big", ["limit"],
-                           f"Number must be between 1 and {LIMIT_MAX}")
+    limit = issues.query_limit(query, LIMIT_DEFAULT, LIMIT_MAX)
     sort, order = "createdAt", "desc"
     if documents:
         sort = query.get("sort", sort)

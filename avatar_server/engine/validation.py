@@ -7,6 +7,7 @@ Runway validates with zod; a refused body answers 400 ``{"error": "Invalid reque
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from avatar_server.engine.errors import EngineError
@@ -45,6 +46,19 @@ class Issues:
             self.add("invalid_type", path, f"Expected object, received {type_name(value)}")
             return False
         return True
+
+    def query_limit(self, query: Mapping[str, str], default: int, most: int) -> int:
+        """A list's ``limit`` query parameter: an integer from 1 to ``most``, ``default`` when absent."""
+        if "limit" not in query:
+            return default
+        try:
+            limit = int(query["limit"])
+        except ValueError:
+            self.add("invalid_type", ["limit"], "Expected integer")
+            return default
+        if not 1 <= limit <= most:
+            self.add("too_small" if limit < 1 else "too_big", ["limit"], f"Number must be between 1 and {most}")
+        return limit
 
     def raise_if_any(self) -> None:
         if self.items:

@@ -1,15 +1,6 @@
 """The engine's custom voices (Runway's ``/v1/voices``, routes in ``engine.http.voices``), each
 mapped to an espeak-ng voice.
 
-    POST   /v1/voices            {name, description?, from: {type: "text", prompt, model}
-                                                       | {type: "audio", audio}}     200 {id}
-    GET    /v1/voices?limit&cursor                    200 {data, hasMore, nextCursor}  newest first
-    GET    /v1/voices/{id}                            200 voice (status-discriminated)
-    PATCH  /v1/voices/{id}       {name}               200 voice
-    DELETE /v1/voices/{id}                            204
-    POST   /v1/voices/preview    {prompt, model}      200 {url, durationSecs}
-    GET    /v1/voices/previews/{token}.wav            200 audio/wav (no auth: the token is the capability)
-
 A voice is PROCESSING for the engine's ``avatarProcessingDelay``, then READY with a
 ``previewUrl`` (a WAV of the voice reading a sample line). A voice *described* in text maps to an
 espeak-ng voice by the words of its prompt (``describe``): gender (woman, female, girl … / man,

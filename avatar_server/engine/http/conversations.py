@@ -146,16 +146,7 @@ def parse_query(query: Mapping[str, str]) -> ConversationQuery:
     """``limit`` (1–100, default 20), ``cursor``, ``avatar`` (uuid), ``startDate``/``endDate``
     (ISO-8601 ending in ``Z``); a bad one answers 400 with issues, like Runway's validation."""
     issues = Issues()
-    limit = LIMIT_DEFAULT
-    if "limit" in query:
-        try:
-            limit = int(query["limit"])
-        except ValueError:
-            issues.add("invalid_type", ["limit"], "Expected integer")
-        else:
-            if not 1 <= limit <= LIMIT_MAX:
-                issues.add("too_small" if limit < 1 else "too_big", ["limit"],
-                           f"Number must be between 1 and {LIMIT_MAX}")
+    limit = issues.query_limit(query, LIMIT_DEFAULT, LIMIT_MAX)
     after = None
     if "cursor" in query:
         cursor = query["cursor"]
