@@ -199,26 +199,28 @@ class PollScheduler:
         if not due:
             return
         granted = len(due)
+        bought: float | None = None  # when this round's tokens were bought (None: no budget)
         if self.budget is not None:
             try:
                 granted = await self.budget.try_take(len(due), "get")
             except BaseException:
                 self._backlog = due
                 raise
+            bought = time.monotonic()
         if granted < len(due):
             due.sort(key=lambda w: self.priority(w, now), reverse=True)
             self._backlog = due[granted:]
         for w in due[:granted]:
             w.polling = True
-            task = asyncio.create_task(self._poll(w), name=f"poll-{w.session_id}")
+            task = asyncio.create_task(self._poll(w, bought), name=f"poll-{w.session_id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _poll(self, w: Watch) -> None:
+    async def _poll(self, w: Watch, bought: float | None) -> None:
         answer: UpstreamSession | AvatarServerError
         elapsed = time.monotonic() - w.started
         try:
-            answer = await self.upstream.get_session(w.upstream_id, prepaid=self.budget is not None)
+            answer = await self.upstream.get_session(w.upstream_id, prepaid_at=bought)
         except AvatarServerError as exc:
             answer = exc
         except Exception as exc:  # a bug or a closed client: counted as a failed poll, retried

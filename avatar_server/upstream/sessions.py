@@ -54,11 +54,13 @@ class RealtimeSessionCalls(Transport):
                 "create", "POST", SESSIONS_PATH, request_id, body, f"unreadable 200 body ({type(exc).__name__})"
             ) from exc
 
-    async def get_session(self, upstream_id: str, *, op: str = "get", prepaid: bool = False) -> UpstreamSession:
+    async def get_session(self, upstream_id: str, *, op: str = "get",
+                          prepaid_at: float | None = None) -> UpstreamSession:
         """``op`` names the read for the budget: ``get`` (provisioning polls) or ``check`` (a
-        running session's safety check). ``prepaid``: the caller already holds a budget token for
-        the first attempt (the poll scheduler buys them in bulk)."""
-        resp, _ = await self._send("GET", session_path(upstream_id), op=op, prepaid=prepaid)
+        running session's safety check). ``prepaid_at``: the caller already holds a budget token for
+        the first attempt, bought at this ``time.monotonic()`` (the poll scheduler buys them in bulk;
+        one gone stale meanwhile is replaced)."""
+        resp, _ = await self._send("GET", session_path(upstream_id), op=op, prepaid_at=prepaid_at)
         try:
             return UpstreamSession.model_validate(resp.json())
         except ValueError as exc:

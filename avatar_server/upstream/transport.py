@@ -222,11 +222,12 @@ class Transport:
         retry_statuses: frozenset[int] = RETRYABLE_STATUSES,
         non_idempotent: bool = False,
         reconcile: dict[str, Any] | None = None,
-        prepaid: bool = False,
+        prepaid_at: float | None = None,
     ) -> tuple[httpx.Response, str]:
         """Send with retries; return the 2xx response and the request id, or raise a mapped error.
 
-        ``prepaid``: the caller already holds a budget token for the first attempt."""
+        ``prepaid_at``: the caller already holds a budget token for the first attempt, bought at
+        this ``time.monotonic()``."""
         self._ensure_open()
         request_id = uuid.uuid4().hex
         headers = self._headers(bearer if bearer is not None else self._secret, request_id)
@@ -235,9 +236,12 @@ class Transport:
 
         while True:
             self._ensure_open()
-            if self._gate is not None and not (prepaid and budget.attempts == 0):
-                await self._gate(op)
-            took = time.monotonic()  # when the attempt's token was taken (a prepaid one: just before)
+            if prepaid_at is not None and budget.attempts == 0:
+                took = prepaid_at  # the token bought (in bulk) by the caller
+            else:
+                if self._gate is not None:
+                    await self._gate(op)
+                took = time.monotonic()  # when the attempt's token was taken
             budget.attempts += 1
             self._count(op)
             status: int | None = None

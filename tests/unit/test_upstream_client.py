@@ -5,6 +5,7 @@ import json
 import logging
 import random
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -467,6 +468,25 @@ async def test_a_token_that_went_stale_waiting_for_a_connection_is_replaced(aioh
     assert client.stale_tokens == 2 and len(tokens) == 5
     # the replacement tokens were taken once the connection was free, after the first answer
     assert len(arrivals) == 3 and sorted(tokens)[3] > arrivals[0]
+
+
+async def test_a_token_bought_in_bulk_counts_from_when_it_was_bought(sleep: FakeSleep) -> None:
+    """The poll scheduler buys tokens for a round at once; a poll that starts late (a busy loop)
+    takes a fresh token instead of leaving on a stale one, and a fresh one is used as it is."""
+    tokens: list[str] = []
+
+    async def gate(op: str) -> None:
+        tokens.append(op)
+
+    client = UpstreamClient(base_url=BASE, api_secret=SECRET, transport=httpx.MockTransport(Upstream(session())),
+                            gate=gate, sleep=sleep)
+    try:
+        await client.get_session(SID, prepaid_at=time.monotonic())
+        assert tokens == [] and client.stale_tokens == 0
+        await client.get_session(SID, prepaid_at=time.monotonic() - 0.3)
+        assert tokens == ["get"] and client.stale_tokens == 1
+    finally:
+        await client.close()
 
 
 async def test_real_connection_refused_is_retried_for_create() -> None:
