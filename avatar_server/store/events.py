@@ -77,6 +77,8 @@ class EventBus:
                         "event bus lost its Redis subscription (%s); resubscribing", type(exc).__name__)
                 await asyncio.sleep(0.2 if outage else 0.5)
             finally:
+                if pubsub.connection is not None:  # the connection goes back to the pool: not ours to hear
+                    pubsub.connection.deregister_connect_callback(self._reconnected)
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
