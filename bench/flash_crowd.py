@@ -45,7 +45,7 @@ from typing import Any
 import aiohttp
 import procstack
 from measure import engine_control, pct, proc_cpu_seconds, proc_peak_rss_mb, proc_rss_mb
-from procstack import CodeSnapshot, Stack
+from procstack import Stack
 
 ENGINE_CONCURRENCY = 40
 DELAY = "lognormal:2.5,0.35"
@@ -250,15 +250,11 @@ async def main() -> None:
     ap.add_argument("--logs-dir", type=Path, default=None, help="keep the server's and engine's stderr here")
     args = ap.parse_args()
     t_all = time.time()
-    procstack.CODE = CodeSnapshot()
-    try:
-        await run_all(args, t_all)
-    finally:
-        procstack.CODE.close()
+    with procstack.pinned_code() as snapshot:
+        await run_all(args, t_all, snapshot.commit)
 
 
-async def run_all(args: argparse.Namespace, t_all: float) -> None:
-    code = procstack.CODE.commit  # type: ignore[union-attr]
+async def run_all(args: argparse.Namespace, t_all: float, code: str) -> None:
     results: dict[str, dict[str, Any]] = {}
     for mode in args.runs:
         print(f"[{time.strftime('%H:%M:%S')}] run {LABELS[mode]} ...", file=sys.stderr, flush=True)

@@ -44,7 +44,7 @@ import aiohttp
 import httpx
 import procstack
 from measure import engine_control, pct, proc_cpu_seconds, proc_peak_rss_mb, proc_rss_mb, ts
-from procstack import CodeSnapshot, Stack
+from procstack import Stack
 
 DELAY = "lognormal:2.5,0.35"
 MAX_RPS = 500
@@ -262,15 +262,11 @@ async def main() -> None:
     ap.add_argument("--logs-dir", type=Path, default=None, help="keep the server's and engine's stderr here")
     args = ap.parse_args()
     t_all = time.time()
-    procstack.CODE = CodeSnapshot()
-    try:
-        await run_all(args, t_all)
-    finally:
-        procstack.CODE.close()
+    with procstack.pinned_code() as snapshot:
+        await run_all(args, t_all, snapshot.commit)
 
 
-async def run_all(args: argparse.Namespace, t_all: float) -> None:
-    code = procstack.CODE.commit  # type: ignore[union-attr]
+async def run_all(args: argparse.Namespace, t_all: float, code: str) -> None:
     results = []
     for n in ([args.reference] if args.reference else []) + [args.sessions]:
         print(f"[{time.strftime('%H:%M:%S')}] run of {n} ...", file=sys.stderr, flush=True)

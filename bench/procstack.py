@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from measure import ROOT, wait_http  # noqa: F401  (importing measure puts the project on sys.path)
@@ -151,22 +152,16 @@ class CodeSnapshot:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-CODE: CodeSnapshot | None = None  # set by a benchmark's main(): the code its children run
+CODE: CodeSnapshot | None = None  # the code a benchmark's processes run (set by ``pinned_code``)
 
 
-def code_version() -> str:
-    """HEAD, and a digest of the uncommitted changes under avatar_server/ (the code the run measured)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout
-    head = git("rev-parse", "--short", "HEAD").strip()
-    diff = git("diff", "HEAD", "--", "avatar_server")
-    untracked = git("ls-files", "--others", "--exclude-standard", "avatar_server").split()
-    if not diff and not untracked:
-        return f"{head} (clean)"
-    import hashlib
-    h = hashlib.sha1(diff.encode())
-    for path in sorted(untracked):
-        h.update(path.encode())
-        with contextlib.suppress(OSError):
-            h.update((ROOT / path).read_bytes())
-    return f"{head} + uncommitted avatar_server/ changes (digest {h.hexdigest()[:10]}, {len(untracked)} new files)"
+@contextlib.contextmanager
+def pinned_code() -> Iterator[CodeSnapshot]:
+    """Every process started inside runs one snapshot of HEAD's code (``CodeSnapshot``)."""
+    global CODE
+    CODE = CodeSnapshot()
+    try:
+        yield CODE
+    finally:
+        CODE.close()
+        CODE = None
